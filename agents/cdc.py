@@ -1,0 +1,79 @@
+"""CDC agent: Debezium envelopes -> domain events.
+
+Input ``orders_db.public.orders`` (key ``{"id": ...}``) -> ``order_created`` (key
+order_id); input ``orders_db.public.products`` (key ``{"sku": ...}``) ->
+``orders_app-stock-commands`` restock (key sku).  Works identically on Debezium's and the
+embedded reader's events.  Idempotent on replays (snapshot/stream overlap, redelivery):
+an order id already emitted is not emitted again (``cdc_seen`` table, written from the
+orders CDC stream).  Tombstones are skipped; anything undecodable is dead-lettered.
+Rules: :mod:`agents.cdc_rules`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from agents.cdc_rules import CREATE_OPS, envelope, order_from_row, product_level
+from orders_app.app import app
+from orders_app.records import DecodeError, StockCommand
+from orders_app.streams import dead_letter, send
+from orders_app.topics import ORDER_CREATED, ORDERS_CDC, PRODUCTS_CDC, STOCK_COMMANDS
+from tables import json_table
+
+cdc_seen = json_table(
+    "cdc_seen",
+    help="order id -> LSN of the change already turned into order_created",
+)
+
+
+def _parse(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise DecodeError(f"invalid JSON: {err}") from err
+
+
+@app.agent(ORDERS_CDC, name="cdc-orders")
+async def orders_changes(stream: Any) -> None:
+    async for event in stream.events():
+        if event.value is None:
+            continue  # tombstone after a delete
+        try:
+            change = envelope(_parse(event.value))
+            if change.op not in CREATE_OPS:
+                continue
+            assert change.after is not None
+            order = order_from_row(change.after)
+        except DecodeError as err:
+            await dead_letter(event, str(err), "cdc")
+            continue
+        if cdc_seen.get(order.order_id) is not None:
+            continue
+        cdc_seen[order.order_id] = change.source.lsn or 0
+        await send(ORDER_CREATED, order.order_id, order, timestamp=order.created_at)
+
+
+@app.agent(PRODUCTS_CDC, name="cdc-products")
+async def products_changes(stream: Any) -> None:
+    async for event in stream.events():
+        if event.value is None:
+            continue
+        try:
+            change = envelope(_parse(event.value))
+            if change.op not in {"c", "r", "u"}:
+                continue
+            assert change.after is not None
+            sku, level = product_level(change.after)
+        except DecodeError as err:
+            await dead_letter(event, str(err), "cdc")
+            continue
+        await send(
+            STOCK_COMMANDS,
+            sku,
+            StockCommand(
+                op="restock", sku=sku, quantity=level, order_id="", lines_total=0, at=time.time()
+            ),
+        )

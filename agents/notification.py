@@ -1,0 +1,39 @@
+"""Notification agent: orders_app-order-status (terminal changes) -> notification_sent.
+
+Key: order_id (co-partitioned with the ``notifications`` ledger).  Exactly one
+notification per order, with the template of its terminal status; a redelivered change
+sends nothing more.  Rules: :mod:`agents.notification_rules`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from agents.notification_rules import notification_for
+from orders_app.app import app
+from orders_app.records import NotificationSent, StatusChanged
+from orders_app.streams import decoded, send
+from orders_app.topics import NOTIFICATION_SENT, ORDER_STATUS
+from tables.order_status import notifications
+
+
+@app.agent(ORDER_STATUS, name="notification")
+async def notify(stream: Any) -> None:
+    async for _event, change in decoded(stream, StatusChanged, "notification"):
+        note = notification_for(change, notifications.get(change.order_id))
+        if note is None:
+            continue
+        notifications[change.order_id] = note
+        await send(
+            NOTIFICATION_SENT,
+            change.order_id,
+            NotificationSent(
+                order_id=change.order_id,
+                customer_id=change.customer_id,
+                status=change.status,
+                channel=note["channel"],
+                template=note["template"],
+                at=time.time(),
+            ),
+        )

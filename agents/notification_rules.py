@@ -1,0 +1,25 @@
+"""Notification rules (pure): one notification per order, when it becomes terminal.
+
+The template names the terminal status; the channel is email.  The ledger entry per
+order id makes a redelivered terminal change send nothing more.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orders_app.records import OrderStatus, StatusChanged
+
+TEMPLATES = {
+    OrderStatus.FULFILLED: "order_confirmed",
+    OrderStatus.REJECTED: "order_rejected",
+    OrderStatus.PAYMENT_FAILED: "payment_failed",
+    OrderStatus.CANCELLED: "order_cancelled_refunded",
+}
+
+
+def notification_for(change: StatusChanged, ledger: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The notification to send now, or None (not terminal, or already notified)."""
+    if not change.terminal or ledger is not None or change.status not in TEMPLATES:
+        return None
+    return {"channel": "email", "template": TEMPLATES[change.status], "status": change.status}

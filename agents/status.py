@@ -1,0 +1,88 @@
+"""Status agent: the single writer of the ``order_status`` table.
+
+Input: every order topic (order_created, order_validated, fraud_alerts,
+payment_successful, payment_failed, inventory_updated, payment_refunded), all keyed by
+order_id and co-partitioned with the table.  Output: ``orders_app-order-status``
+(StatusChanged, key order_id), every transition once details are known, and a terminal
+change again when a duplicate of its cause arrives.  Rules: :mod:`agents.status_rules`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import faust
+
+from agents.status_rules import apply
+from orders_app import records
+from orders_app.app import app
+from orders_app.records import DecodeError
+from orders_app.streams import dead_letter, key_str, send
+from orders_app.topics import (
+    FRAUD_ALERTS,
+    INVENTORY_UPDATED,
+    ORDER_CREATED,
+    ORDER_STATUS,
+    ORDER_VALIDATED,
+    PAYMENT_FAILED,
+    PAYMENT_REFUNDED,
+    PAYMENT_SUCCESSFUL,
+)
+from tables.order_status import order_status
+
+RECORD_BY_TOPIC: dict[str, type[faust.Record]] = {
+    "order_created": records.OrderCreated,
+    "order_validated": records.OrderValidated,
+    "fraud_alerts": records.FraudAlert,
+    "payment_successful": records.PaymentSucceeded,
+    "payment_failed": records.PaymentFailed,
+    "inventory_updated": records.InventoryUpdated,
+    "payment_refunded": records.PaymentRefunded,
+}
+
+STATUS_INPUT = app.topic(
+    *(
+        t.get_topic_name()
+        for t in (
+            ORDER_CREATED,
+            ORDER_VALIDATED,
+            FRAUD_ALERTS,
+            PAYMENT_SUCCESSFUL,
+            PAYMENT_FAILED,
+            INVENTORY_UPDATED,
+            PAYMENT_REFUNDED,
+        )
+    ),
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+)
+
+
+@app.agent(STATUS_INPUT, name="status")
+async def track(stream: Any) -> None:
+    async for event in stream.events():
+        topic = event.message.topic
+        try:
+            record = records.decode(RECORD_BY_TOPIC[topic], event.value)
+        except DecodeError as err:
+            # The owning step dead-letters its own input; order_created is the status
+            # agent's to report only when no other step reads it (fraud does).
+            if topic not in {
+                "order_created",
+                "order_validated",
+                "payment_successful",
+                "inventory_updated",
+            }:
+                await dead_letter(event, str(err), "status")
+            continue
+        order_id = getattr(record, "order_id", None) or key_str(event)
+        if not order_id:
+            await dead_letter(event, "no order id", "status")
+            continue
+        doc, changes = apply(order_status.get(order_id), order_id, record, time.time())
+        order_status[order_id] = doc
+        for change in changes:
+            await send(ORDER_STATUS, order_id, change)

@@ -1,0 +1,89 @@
+"""The Faust application object.
+
+Rule: the app is created at import time *unconfigured*; ``Settings`` are read and applied
+in ``on_configured`` (the first time Faust needs its configuration), so importing this
+module reads no environment, opens no connection and starts nothing.
+
+``faust -A orders_app.app worker`` and ``orders-app worker`` both start a worker from it.
+The agents, tables and web views are found by autodiscovery of the top-level packages
+``agents``, ``tables`` and ``web``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import faust
+from mode import ServiceT
+
+from orders_app.db import Database
+from orders_app.settings import Settings, load_settings_or_exit
+
+
+class OrdersApp(faust.App):
+    """``faust.App`` plus the app's own settings and injected resources."""
+
+    _orders_settings: Settings | None = None
+    _database: Database | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._orders_settings is None:
+            self._orders_settings = load_settings_or_exit()
+        return self._orders_settings
+
+    def use_settings(self, settings: Settings) -> None:
+        """Inject settings (tests, the embedded stack) before the app is configured."""
+        self._orders_settings = settings
+
+    @property
+    def db(self) -> Database:
+        """The asyncpg pool service; started with the worker (server mode only)."""
+        if self._database is None:
+            self._database = Database(self.settings.postgres_dsn, loop=self.loop)
+        return self._database
+
+    def on_init_dependencies(self) -> Iterable[ServiceT]:
+        deps = list(super().on_init_dependencies())
+        if not (self.producer_only or self.client_only):
+            deps.append(self.db)
+        return deps
+
+
+def apply_settings(conf: Any, settings: Settings) -> None:
+    """Translate :class:`Settings` into Faust's configuration."""
+    conf.broker = settings.broker_url
+    conf.store = settings.store_url
+    conf.datadir = settings.data_dir
+    conf.web_host = settings.web_host
+    conf.web_port = settings.web_port
+    conf.canonical_url = f"http://{settings.web_host}:{settings.web_port}"
+    conf.topic_partitions = settings.partitions
+    conf.topic_replication_factor = settings.replication_factor
+    conf.processing_guarantee = settings.processing_guarantee
+    # Tansu holds JoinGroup for session_timeout/2: Faust's 60 s default means 30 s before
+    # the first event, ~6 s gives a first event within a few seconds.
+    conf.broker_session_timeout = settings.session_timeout
+    conf.broker_heartbeat_interval = settings.heartbeat_interval
+    conf.broker_rebalance_timeout = settings.session_timeout
+    # A new consumer group must see the events already in the log (orders made before
+    # the first worker started), as a Kafka Streams app with auto.offset.reset=earliest.
+    conf.consumer_auto_offset_reset = "earliest"
+    conf.table_standby_replicas = 0
+    conf.web_enabled = True
+    conf.producer_acks = -1
+
+
+app = OrdersApp(
+    "orders_app",
+    autodiscover=["agents", "tables", "web"],
+    origin="orders_app",
+)
+
+
+@app.on_configured.connect
+def _configure(sender: OrdersApp, conf: Any, **kwargs: Any) -> None:
+    settings = sender.settings
+    conf.id = settings.app_id
+    apply_settings(conf, settings)

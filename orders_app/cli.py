@@ -1,0 +1,324 @@
+"""The ``orders-app`` command line.
+
+- ``run``: embedded broker + Postgres (migrated, demo catalogue) + CDC + N workers + load
+  generator; prints the URLs; Ctrl-C / SIGTERM stops every process it started.
+- ``worker``: a plain Faust worker against the configured broker (same as
+  ``faust -A orders_app.app worker``), after a pre-flight check of broker and Postgres.
+- ``generate``: orders into Postgres, or ``--direct`` straight to ``order_created``.
+- ``stack``: broker + Postgres only, printing ``export ORDERS_...=`` lines.
+- ``migrate``: create the schema (idempotent) and seed the demo catalogue when empty.
+
+Bad settings print one line naming the variable and exit 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from orders_app.settings import Settings, load_settings_or_exit
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"orders-app: {message}", err=True)
+    raise SystemExit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Order-processing pipeline on faust-streaming."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--skip-checks", is_flag=True, help="do not check broker/Postgres first")
+@click.pass_context
+def worker(ctx: click.Context, skip_checks: bool) -> None:
+    """Start a Faust worker (extra options go to `faust worker`)."""
+    settings = load_settings_or_exit()
+    if not skip_checks:
+        from orders_app.preflight import preflight
+
+        problems = asyncio.run(preflight(settings))
+        if problems:
+            _fail(problems[0])
+    from orders_app.app import app
+
+    app.use_settings(settings)
+    args = list(ctx.args)
+    if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in args):
+        args = ["--loglevel", "info", *args]
+    sys.argv = ["orders-app", "worker", *args]
+    app.main()
+
+
+@main.command()
+@click.option(
+    "--rate", type=float, default=None, help="orders per second (default ORDERS_GENERATOR_RATE)"
+)
+@click.option("--count", type=int, default=None, help="how many (default: until Ctrl-C)")
+@click.option(
+    "--direct", is_flag=True, help="produce OrderCreated to order_created, bypassing Postgres"
+)
+@click.option("--seed", type=int, default=None, help="random seed for a repeatable mix")
+def generate(rate: float | None, count: int | None, direct: bool, seed: int | None) -> None:
+    """Generate orders."""
+    settings = load_settings_or_exit()
+    from orders_app import generator
+
+    per_s = settings.generator_rate if rate is None else rate
+    try:
+        if direct:
+            from orders_app.admin import ensure_topics, registry_topic_names
+
+            asyncio.run(
+                ensure_topics(settings.kafka_bootstrap, registry_topic_names(), settings.partitions)
+            )
+            sent = asyncio.run(
+                generator.generate_direct(settings.kafka_bootstrap, per_s, count, seed)
+            )
+        else:
+            sent = asyncio.run(
+                generator.generate_postgres(settings.postgres_dsn, per_s, count, seed)
+            )
+    except KeyboardInterrupt:
+        return
+    except (OSError, ConnectionError) as err:
+        setting = "ORDERS_BROKER_URL" if direct else "ORDERS_POSTGRES_DSN"
+        _fail(f"cannot reach {'the broker' if direct else 'Postgres'} ({setting}): {err}")
+    click.echo(f"generated {sent} orders")
+
+
+@main.command()
+def migrate() -> None:
+    """Create the schema and seed the demo catalogue (idempotent)."""
+    settings = load_settings_or_exit()
+
+    async def _go() -> int:
+        import asyncpg
+
+        from orders_app.db import migrate as do_migrate
+        from orders_app.db import seed_catalogue
+
+        conn = await asyncpg.connect(settings.postgres_dsn)
+        try:
+            await do_migrate(conn)
+            return await seed_catalogue(conn)
+        finally:
+            await conn.close()
+
+    click.echo(f"migrated; seeded {asyncio.run(_go())} products")
+
+
+@main.command()
+@click.option("--data", type=click.Path(path_type=Path), default=Path(".data"), help="state folder")
+def stack(data: Path) -> None:
+    """Start the embedded broker + Postgres only and print export lines."""
+    load_settings_or_exit()
+    asyncio.run(_run_stack(data, workers=0, generate=False, cdc=True, rate=0, web_port=None))
+
+
+@main.command()
+@click.option("--workers", type=click.IntRange(0, 16), default=1, help="worker processes")
+@click.option("--no-generate", is_flag=True, help="do not start the load generator")
+@click.option("--rate", type=float, default=None, help="generator orders/s")
+@click.option("--web-port", type=int, default=None, help="first worker's web port")
+@click.option("--data", type=click.Path(path_type=Path), default=Path(".data"), help="state folder")
+def run(
+    workers: int, no_generate: bool, rate: float | None, web_port: int | None, data: Path
+) -> None:
+    """Embedded stack + CDC + workers + load generator."""
+    settings = load_settings_or_exit()
+    asyncio.run(
+        _run_stack(
+            data,
+            workers=workers,
+            generate=not no_generate,
+            cdc=settings.cdc_enabled,
+            rate=settings.generator_rate if rate is None else rate,
+            web_port=web_port or settings.web_port,
+        )
+    )
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _workers(
+    count: int, env: dict[str, str], data: Path, first_port: int
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for i in range(count):
+            wenv = {
+                **env,
+                "ORDERS_WEB_PORT": str(first_port + i),
+                "ORDERS_DATA_DIR": str(data / f"worker-{i}"),
+            }
+            log = (data / f"worker-{i}.log").open("ab")
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "orders_app.cli", "worker", "--skip-checks"],
+                    env=wenv,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+        yield procs
+    finally:
+        from orders_app.embedded import terminate
+
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            terminate(proc, 8.0)
+
+
+async def _run_stack(
+    data: Path, *, workers: int, generate: bool, cdc: bool, rate: float, web_port: int | None
+) -> None:
+    from orders_app.admin import ensure_topics, registry_topic_names
+    from orders_app.embedded import EmbeddedBroker, EmbeddedPostgres, StackError
+
+    data = data.absolute()
+    data.mkdir(parents=True, exist_ok=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    # The embedded broker keeps topics in memory only: worker state from an earlier run
+    # would point at offsets that no longer exist, so every run starts it clean.
+    run_dir = data / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+
+    started: list[Any] = []
+    env = dict(os.environ)
+    try:
+        if "ORDERS_BROKER_URL" in os.environ:
+            broker_url = os.environ["ORDERS_BROKER_URL"]
+        else:
+            broker = EmbeddedBroker(log_path=run_dir / "broker.log")
+            await broker.start()
+            started.append(broker)
+            broker_url = broker.url
+        if "ORDERS_POSTGRES_DSN" in os.environ:
+            dsn = os.environ["ORDERS_POSTGRES_DSN"]
+        else:
+            pg = EmbeddedPostgres(data / "postgres")
+            await pg.start()
+            started.append(pg)
+            dsn = pg.dsn
+        env.update(ORDERS_BROKER_URL=broker_url, ORDERS_POSTGRES_DSN=dsn)
+        os.environ.update(ORDERS_BROKER_URL=broker_url, ORDERS_POSTGRES_DSN=dsn)
+        settings = Settings()
+        await _migrate(dsn)
+        await ensure_topics(settings.kafka_bootstrap, registry_topic_names(), settings.partitions)
+        if cdc:
+            from orders_app.cdc import CdcReader
+
+            reader = CdcReader(
+                dsn=dsn,
+                bootstrap=settings.kafka_bootstrap,
+                slot=settings.cdc_slot,
+                poll_interval=settings.cdc_poll_interval,
+                fresh_broker=bool(started),
+            )
+            await reader.start()
+            started.append(reader)
+    except StackError as err:
+        for svc in reversed(started):
+            await svc.stop()
+        _fail(str(err))
+        return
+
+    click.echo(f"broker:   {broker_url}")
+    click.echo(f"postgres: {dsn}")
+    if workers == 0:
+        click.echo(f"export ORDERS_BROKER_URL={broker_url}")
+        click.echo(f"export ORDERS_POSTGRES_DSN={dsn}")
+    gen_task: asyncio.Task[int] | None = None
+    try:
+        with _workers(workers, env, run_dir, web_port or 6066) as procs:
+            t0 = time.monotonic()
+            urls = [f"http://127.0.0.1:{(web_port or 6066) + i}/" for i in range(workers)]
+            pending = set(urls)
+            while pending and not stop.is_set() and time.monotonic() - t0 < 60:
+                for url in list(pending):
+                    if await asyncio.to_thread(_http_ok, url + "health"):
+                        pending.discard(url)
+                dead = [p for p in procs if p.poll() is not None]
+                if dead:
+                    click.echo(f"orders-app: a worker exited; see {run_dir}/worker-*.log", err=True)
+                    return
+                await asyncio.sleep(0.2)
+            for url in urls:
+                click.echo(f"web:      {url}")
+            if generate and workers:
+                from orders_app.generator import generate_direct, generate_postgres
+
+                gen = (
+                    generate_postgres(dsn, rate, None)
+                    if cdc
+                    else generate_direct(settings.kafka_bootstrap, rate, None)
+                )
+                gen_task = asyncio.create_task(gen)
+                click.echo(
+                    f"generator: {rate:g} orders/s into {'Postgres' if cdc else 'order_created'}"
+                )
+            click.echo("Ctrl-C to stop.")
+            while not stop.is_set():
+                if any(p.poll() is not None for p in procs):
+                    click.echo(f"orders-app: a worker exited; see {run_dir}/worker-*.log", err=True)
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+            click.echo("stopping ...")
+            if gen_task is not None:
+                gen_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await gen_task
+    finally:
+        for svc in reversed(started):
+            with contextlib.suppress(Exception):
+                await svc.stop()
+        click.echo("stopped.")
+
+
+async def _migrate(dsn: str) -> None:
+    import asyncpg
+
+    from orders_app.db import migrate as do_migrate
+    from orders_app.db import seed_catalogue
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await do_migrate(conn)
+        await seed_catalogue(conn)
+    finally:
+        await conn.close()
+
+
+if __name__ == "__main__":
+    main()

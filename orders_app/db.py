@@ -1,0 +1,187 @@
+"""Postgres access: schema migration, demo catalogue, order inserts, and the pool service.
+
+Rule: Postgres is the source of truth.  ``orders`` and ``products`` are in the CDC
+publication (``dbz_publication``, the name Debezium's ``publication.autocreate.mode``
+uses); projections the app writes back (``order_status_view``, ``country_stats_view``)
+are not, so nothing loops.  Migrations are idempotent and run by the app, never by hand.
+An order insert commits before the caller answers; the event reaches Kafka only
+through CDC (no dual write).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+from mode import Service
+
+PUBLICATION = "dbz_publication"
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS orders (
+    id              text PRIMARY KEY DEFAULT gen_random_uuid()::text,
+    customer_id     text NOT NULL,
+    country         char(2) NOT NULL,
+    currency        char(3) NOT NULL,
+    total           numeric(14, 2) NOT NULL CHECK (total >= 0),
+    lines           jsonb NOT NULL,
+    payment_method  text NOT NULL DEFAULT 'tok_visa',
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    idempotency_key text UNIQUE
+);
+CREATE TABLE IF NOT EXISTS products (
+    sku   text PRIMARY KEY,
+    name  text NOT NULL,
+    price numeric(14, 2) NOT NULL CHECK (price >= 0),
+    stock integer NOT NULL CHECK (stock >= 0)
+);
+CREATE TABLE IF NOT EXISTS order_status_view (
+    order_id   text PRIMARY KEY,
+    status     text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS country_stats_view (
+    country    char(2) PRIMARY KEY,
+    orders     bigint NOT NULL,
+    revenue    numeric(18, 2) NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = '{PUBLICATION}') THEN
+        CREATE PUBLICATION {PUBLICATION} FOR TABLE orders, products;
+    END IF;
+END
+$$;
+"""
+
+# A small demo catalogue; a few skus are scarce so out-of-stock cancellations happen.
+DEMO_CATALOGUE: tuple[tuple[str, str, str, int], ...] = tuple(
+    (f"SKU-{i:04d}", f"Demo product {i}", f"{(i * 7) % 90 + 4.99:.2f}", 5 if i > 20 else 100_000)
+    for i in range(1, 25)
+)
+
+
+async def migrate(conn: asyncpg.Connection) -> None:
+    """Create the schema and publication if missing (safe to run on every start)."""
+    # Serialise concurrent migrators (several workers starting at once).
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(727274)")
+        await conn.execute(SCHEMA)
+
+
+async def seed_catalogue(
+    conn: asyncpg.Connection, catalogue: tuple[tuple[str, str, str, int], ...] = DEMO_CATALOGUE
+) -> int:
+    """Insert the demo products only when ``products`` is empty; returns rows inserted."""
+    async with conn.transaction():
+        await conn.execute("LOCK TABLE products IN EXCLUSIVE MODE")
+        if await conn.fetchval("SELECT count(*) FROM products"):
+            return 0
+        await conn.executemany(
+            "INSERT INTO products (sku, name, price, stock) VALUES ($1, $2, $3::numeric, $4)",
+            list(catalogue),
+        )
+        return len(catalogue)
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    customer_id: str
+    country: str
+    currency: str
+    total: Decimal
+    lines: list[dict[str, Any]]
+    payment_method: str
+    idempotency_key: str | None = None
+    order_id: str | None = None
+
+
+INSERT_ORDER = """
+INSERT INTO orders (id, customer_id, country, currency, total, lines, payment_method,
+                    idempotency_key)
+VALUES (COALESCE($1, gen_random_uuid()::text), $2, $3, $4, $5, $6::jsonb, $7, $8)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id, customer_id, country, currency, total, lines::text AS lines, payment_method,
+          created_at, idempotency_key
+"""
+
+SELECT_BY_KEY = """
+SELECT id, customer_id, country, currency, total, lines::text AS lines, payment_method,
+       created_at, idempotency_key
+FROM orders WHERE idempotency_key = $1
+"""
+
+
+def lines_json(lines: list[dict[str, Any]]) -> str:
+    return json.dumps(lines, default=str, separators=(",", ":"))
+
+
+async def insert_order(conn: asyncpg.Connection, order: NewOrder) -> tuple[dict[str, Any], bool]:
+    """Insert one order; returns (row, created).  The same idempotency key twice returns the
+    first row and ``created=False``; never a second row."""
+    row = await conn.fetchrow(
+        INSERT_ORDER,
+        order.order_id,
+        order.customer_id,
+        order.country,
+        order.currency,
+        order.total,
+        lines_json(order.lines),
+        order.payment_method,
+        order.idempotency_key,
+    )
+    if row is not None:
+        return _row_dict(row), True
+    existing = await conn.fetchrow(SELECT_BY_KEY, order.idempotency_key)
+    assert existing is not None  # the conflict row exists: the key is unique
+    return _row_dict(existing), False
+
+
+def _row_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["lines"] = json.loads(out["lines"])
+    return out
+
+
+class Database(Service):
+    """The worker's asyncpg pool; migrates the schema when it starts."""
+
+    pool: asyncpg.Pool | None = None
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> None:
+        self.dsn = dsn
+        self.min_size = min_size
+        self.max_size = max_size
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        self.pool = await asyncpg.create_pool(
+            self.dsn, min_size=self.min_size, max_size=self.max_size, command_timeout=30
+        )
+        async with self.pool.acquire() as conn:
+            await migrate(conn)
+
+    async def on_stop(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+
+    def acquire(self) -> Any:
+        if self.pool is None:
+            raise RuntimeError("database pool is not started")
+        return self.pool.acquire()
+
+    async def ping(self) -> bool:
+        if self.pool is None:
+            return False
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1")
+            return True
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return False

@@ -1,0 +1,409 @@
+"""Records: every message value of the pipeline, as ``faust.Record`` with explicit namespaces.
+
+Rule: money is ``Decimal`` end to end and travels as a decimal *string* in JSON (the same
+form Debezium uses with ``decimal.handling.mode=string``), never as a float.  Values carry
+no Faust metadata (``include_metadata=False``) so any producer (Debezium, the load
+generator, another language) can write them.
+
+:func:`encode` / :func:`decode` are the one codec of the app.  ``decode`` is strict: a
+missing field, a wrong type, a non-finite decimal or an unknown enum value raises
+:class:`DecodeError`, which agents turn into a ``DeadLetter``.
+"""
+
+from __future__ import annotations
+
+import base64
+import types
+import typing
+from decimal import Decimal
+from functools import cache
+from typing import Any, TypeVar, Union
+
+import faust
+import orjson
+from faust.serializers import codecs
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "ChangeEvent",
+    "ChangeSource",
+    "CountryStats",
+    "DeadLetter",
+    "DecodeError",
+    "FraudAlert",
+    "InventoryUpdated",
+    "NotificationSent",
+    "OrderCreated",
+    "OrderLine",
+    "OrderStatus",
+    "OrderValidated",
+    "PaymentFailed",
+    "PaymentRefunded",
+    "PaymentSucceeded",
+    "StatusChanged",
+    "StockCommand",
+    "StockReply",
+    "decode",
+    "encode",
+]
+
+_OPTS: dict[str, Any] = {"coerce": True, "include_metadata": False, "serializer": "json"}
+
+
+class OrderStatus:
+    """Order status values (plain strings on the wire)."""
+
+    CREATED = "CREATED"
+    VALIDATED = "VALIDATED"
+    REJECTED = "REJECTED"
+    PAID = "PAID"
+    PAYMENT_FAILED = "PAYMENT_FAILED"
+    FULFILLED = "FULFILLED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL_STATUSES = frozenset(
+    {OrderStatus.REJECTED, OrderStatus.PAYMENT_FAILED, OrderStatus.FULFILLED, OrderStatus.CANCELLED}
+)
+
+
+class OrderLine(faust.Record, namespace="orders.OrderLine", **_OPTS):
+    sku: str
+    quantity: int
+    unit_price: Decimal
+
+
+class OrderCreated(faust.Record, namespace="orders.OrderCreated", **_OPTS):
+    """An order as committed in Postgres (from CDC) or made by the load generator."""
+
+    order_id: str
+    customer_id: str
+    country: str
+    currency: str
+    total: Decimal
+    lines: list[OrderLine]
+    payment_method: str
+    created_at: float  # epoch seconds of the Postgres commit (row created_at)
+
+
+class OrderValidated(faust.Record, namespace="orders.OrderValidated", **_OPTS):
+    order_id: str
+    order: OrderCreated
+    validated_at: float
+
+
+class FraudAlert(faust.Record, namespace="orders.FraudAlert", **_OPTS):
+    order_id: str
+    customer_id: str
+    country: str
+    rules: list[str]
+    score: float
+    reason: str
+    at: float
+
+
+class PaymentSucceeded(faust.Record, namespace="orders.PaymentSucceeded", **_OPTS):
+    order_id: str
+    charge_id: str
+    amount: Decimal
+    currency: str
+    order: OrderCreated
+    at: float
+
+
+class PaymentFailed(faust.Record, namespace="orders.PaymentFailed", **_OPTS):
+    order_id: str
+    reason: str
+    amount: Decimal
+    currency: str
+    at: float
+
+
+class PaymentRefunded(faust.Record, namespace="orders.PaymentRefunded", **_OPTS):
+    order_id: str
+    charge_id: str
+    amount: Decimal
+    currency: str
+    reason: str
+    at: float
+
+
+class InventoryUpdated(faust.Record, namespace="orders.InventoryUpdated", **_OPTS):
+    """``status`` is ``reserved`` (every line), ``out_of_stock`` (``missing`` skus) or
+    ``released`` (a reservation given back after an out-of-stock decision)."""
+
+    order_id: str
+    status: str
+    lines: list[OrderLine]
+    missing: list[str]
+    at: float
+
+
+class NotificationSent(faust.Record, namespace="orders.NotificationSent", **_OPTS):
+    order_id: str
+    customer_id: str
+    status: str
+    channel: str
+    template: str
+    at: float
+
+
+class StatusChanged(faust.Record, namespace="orders.StatusChanged", **_OPTS):
+    """Internal changelog-style stream of status transitions (what the status agent decided)."""
+
+    order_id: str
+    status: str
+    previous: str | None
+    terminal: bool
+    customer_id: str
+    country: str
+    currency: str
+    total: Decimal
+    reasons: list[str]
+    created_at: float
+    at: float
+
+
+class StockCommand(faust.Record, namespace="orders.StockCommand", **_OPTS):
+    """Internal, keyed by sku: ``reserve`` / ``release`` one order line, or ``restock``."""
+
+    op: str
+    sku: str
+    quantity: int
+    order_id: str
+    lines_total: int
+    at: float
+
+
+class StockReply(faust.Record, namespace="orders.StockReply", **_OPTS):
+    """Internal, keyed by order id: the outcome of one ``reserve``/``release`` command."""
+
+    op: str
+    order_id: str
+    sku: str
+    quantity: int
+    ok: bool
+    lines_total: int
+    at: float
+
+
+class CountryStats(faust.Record, namespace="orders.CountryStats", **_OPTS):
+    country: str
+    orders: int
+    revenue: Decimal
+    by_status: dict[str, int]
+    average_order_value: Decimal
+    window_start: float | None = None
+    window_end: float | None = None
+
+
+class DeadLetter(faust.Record, namespace="orders.DeadLetter", **_OPTS):
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    error: str
+    payload_b64: str
+    agent: str
+    at: float
+
+    @property
+    def payload(self) -> bytes:
+        return base64.b64decode(self.payload_b64)
+
+
+class ChangeSource(faust.Record, namespace="debezium.Source", **_OPTS):
+    """Debezium PostgreSQL ``source`` block."""
+
+    version: str
+    connector: str
+    name: str
+    ts_ms: int
+    snapshot: str
+    db: str
+    sequence: str | None
+    schema: str
+    table: str
+    txId: int | None
+    lsn: int | None
+    xmin: int | None
+    ts_us: int | None = None
+    ts_ns: int | None = None
+
+
+class ChangeEvent(faust.Record, namespace="debezium.Envelope", **_OPTS):
+    """Debezium change event value (JSON converter, ``schemas.enable=false``)."""
+
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    source: ChangeSource
+    op: str
+    ts_ms: int
+    transaction: dict[str, Any] | None = None
+    ts_us: int | None = None
+    ts_ns: int | None = None
+
+
+class _Utf8Codec(codecs.Codec):
+    """Table keys as plain UTF-8: the same bytes the input topics are keyed with, so a
+    table's changelog is co-partitioned with them and ``table_route`` finds the owner."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return obj.encode() if isinstance(obj, str) else bytes(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return s.decode()
+
+
+codecs.register("utf8", _Utf8Codec())
+
+
+class DecodeError(ValueError):
+    """The bytes are not a valid instance of the expected record."""
+
+
+R = TypeVar("R", bound=faust.Record)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return str(obj)
+    if isinstance(obj, faust.Record):
+        return obj.asdict()
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+def encode(record: faust.Record) -> bytes:
+    """Serialize a record as compact JSON without Faust metadata."""
+    return orjson.dumps(record.asdict(), default=_json_default)
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check(value: Any, hint: Any, path: str) -> None:
+    """Raise DecodeError unless ``value`` (already coerced by Faust) fits ``hint``."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                _check(value, option, path)
+                return
+            except DecodeError as err:
+                errors.append(str(err))
+        raise DecodeError(errors[0] if errors else f"{path}: must not be null")
+    if hint is Any:
+        return
+    if origin is list:
+        if not isinstance(value, list):
+            raise DecodeError(f"{path}: expected a list")
+        (item,) = typing.get_args(hint)
+        for i, v in enumerate(value):
+            _check(v, item, f"{path}[{i}]")
+        return
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise DecodeError(f"{path}: expected an object")
+        _, item = typing.get_args(hint)
+        for k, v in value.items():
+            _check(v, item, f"{path}.{k}")
+        return
+    if isinstance(hint, type) and issubclass(hint, faust.Record):
+        if not isinstance(value, hint):
+            raise DecodeError(f"{path}: expected an object")
+        _check_record(value, path)
+        return
+    if hint is Decimal:
+        if not isinstance(value, Decimal) or not value.is_finite():
+            raise DecodeError(f"{path}: expected a decimal string")
+        return
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise DecodeError(f"{path}: expected a number")
+        return
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DecodeError(f"{path}: expected an integer")
+        return
+    if hint is str:
+        if not isinstance(value, str):
+            raise DecodeError(f"{path}: expected a string")
+        return
+    if hint is bool and not isinstance(value, bool):
+        raise DecodeError(f"{path}: expected a boolean")
+
+
+def _check_record(record: faust.Record, path: str) -> None:
+    for name, hint in _hints(type(record)).items():
+        if name.startswith("_"):
+            continue
+        _check(getattr(record, name, None), hint, f"{path}.{name}" if path else name)
+
+
+def _raw_types_ok(data: dict[str, Any], cls: type) -> None:
+    """Faust's coercion turns ints into strings and accepts dicts for records; reject the
+    raw JSON types that coercion would silently paper over."""
+    for name, hint in _hints(cls).items():
+        if name not in data:
+            continue
+        value = data[name]
+        if hint is str and not isinstance(value, str):
+            raise DecodeError(f"{name}: expected a string")
+        if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise DecodeError(f"{name}: expected an integer")
+        if hint is Decimal and (isinstance(value, bool) or not isinstance(value, str | int)):
+            raise DecodeError(f"{name}: expected a decimal string")
+        origin = typing.get_origin(hint)
+        args = typing.get_args(hint)
+        if origin is list and args and isinstance(args[0], type):
+            if not isinstance(value, list):
+                raise DecodeError(f"{name}: expected a list")
+            if issubclass(args[0], faust.Record):
+                for i, item in enumerate(value):
+                    if not isinstance(item, dict):
+                        raise DecodeError(f"{name}[{i}]: expected an object")
+                    _raw_types_ok(item, args[0])
+        if isinstance(hint, type) and issubclass(hint, faust.Record):
+            if not isinstance(value, dict):
+                raise DecodeError(f"{name}: expected an object")
+            _raw_types_ok(value, hint)
+
+
+def from_dict(cls: type[R], data: Any) -> R:
+    """Build and validate a record from already-parsed JSON."""
+    if not isinstance(data, dict):
+        raise DecodeError(f"expected a JSON object for {cls.__name__}")
+    missing = [
+        name
+        for name, field in cls._options.descriptors.items()
+        if field.required and name not in data
+    ]
+    if missing:
+        raise DecodeError(f"{cls.__name__}: missing field(s) {', '.join(sorted(missing))}")
+    _raw_types_ok(data, cls)
+    known = {k: v for k, v in data.items() if k in cls._options.descriptors}
+    try:
+        record = cls(**known)
+    except (TypeError, ValueError, ArithmeticError) as err:
+        raise DecodeError(f"{cls.__name__}: {err}") from err
+    _check_record(record, "")
+    return record
+
+
+def decode(cls: type[R], raw: bytes | None) -> R:
+    """Parse JSON bytes into a validated ``cls``; raises :class:`DecodeError`."""
+    if raw is None:
+        raise DecodeError("empty message (tombstone)")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise DecodeError(f"invalid JSON: {err}") from err
+    return from_dict(cls, data)

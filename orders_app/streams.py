@@ -1,0 +1,71 @@
+"""Stream helpers shared by every agent: decode-or-dead-letter, and sending records.
+
+Rule: nothing is silently dropped.  A message an agent cannot decode or process is sent
+to ``dead_letters`` (keyed by its original key) with the source topic, partition, offset,
+the error and the raw payload, and the agent goes on with the next message.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import faust
+from faust.types import EventT, StreamT
+
+from orders_app import records
+from orders_app.records import DeadLetter, DecodeError, encode
+from orders_app.topics import DEAD_LETTERS
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=faust.Record)
+
+
+def key_str(event: EventT) -> str | None:
+    key = event.key
+    if key is None:
+        return None
+    if isinstance(key, bytes):
+        return key.decode("utf-8", errors="replace")
+    return str(key)
+
+
+async def dead_letter(event: EventT, error: str, agent: str) -> None:
+    """Send the event's raw bytes to ``dead_letters`` with the reason."""
+    msg = event.message
+    payload = event.value if isinstance(event.value, bytes) else b""
+    letter = DeadLetter(
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        key=key_str(event),
+        error=error[:2000],
+        payload_b64=base64.b64encode(payload).decode(),
+        agent=agent,
+        at=time.time(),
+    )
+    log.warning(
+        "dead letter from %s[%s]@%s (%s): %s", msg.topic, msg.partition, msg.offset, agent, error
+    )
+    await DEAD_LETTERS.send(key=msg.key, value=encode(letter))
+
+
+async def decoded(
+    stream: StreamT[Any], cls: type[R], agent: str
+) -> AsyncIterator[tuple[EventT, R]]:
+    """Yield ``(event, record)`` for every decodable event; dead-letter the rest."""
+    async for event in stream.events():
+        try:
+            record = records.decode(cls, event.value)
+        except DecodeError as err:
+            await dead_letter(event, str(err), agent)
+            continue
+        yield event, record
+
+
+async def send(topic: faust.TopicT, key: str, record: faust.Record, **kw: Any) -> None:
+    await topic.send(key=key.encode(), value=encode(record), **kw)

@@ -1,0 +1,1 @@
+"""Faust web views: orders, analytics (+ live push), inventory, health, metrics, dashboard."""
