@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS country_stats_view (
     revenue    numeric(18, 2) NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+-- Full before-images in update/delete events, as Debezium users expect.
+ALTER TABLE orders REPLICA IDENTITY FULL;
+ALTER TABLE products REPLICA IDENTITY FULL;
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = '{PUBLICATION}') THEN

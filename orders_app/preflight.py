@@ -11,7 +11,7 @@ from orders_app.embedded import StackError, wait_for_kafka
 from orders_app.settings import Settings
 
 
-async def check_broker(settings: Settings, timeout: float = 10.0) -> str | None:
+async def check_broker(settings: Settings, timeout: float = 5.0) -> str | None:
     try:
         await wait_for_kafka(settings.kafka_bootstrap, timeout=timeout)
     except StackError as err:
@@ -19,7 +19,7 @@ async def check_broker(settings: Settings, timeout: float = 10.0) -> str | None:
     return None
 
 
-async def check_postgres(settings: Settings, timeout: float = 10.0) -> str | None:
+async def check_postgres(settings: Settings, timeout: float = 5.0) -> str | None:
     try:
         conn = await asyncio.wait_for(asyncpg.connect(settings.postgres_dsn), timeout)
         await conn.close()

@@ -1,0 +1,210 @@
+"""Shared fixtures: a real PostgreSQL (session) and a real Tansu broker (per test), both
+on free loopback ports, plus helpers to run real worker processes against them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+import pytest_asyncio
+
+from tests.support import ahttp
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Stack:
+    bootstrap: str
+    dsn: str
+
+    @property
+    def broker_url(self) -> str:
+        return f"kafka://{self.bootstrap}"
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Iterator[Path]:
+    # Not under /root: the unprivileged postgres user must be able to reach it.
+    path = Path(tempfile.mkdtemp(prefix="orders-tests-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def postgres_server(tmp_root: Path) -> AsyncIterator[Any]:
+    from orders_app.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(tmp_root / "pg")
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest_asyncio.fixture
+async def database(postgres_server: Any) -> AsyncIterator[str]:
+    """A fresh, migrated database with the demo catalogue; returns its DSN."""
+    from orders_app.db import migrate, seed_catalogue
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = await asyncpg.connect(postgres_server.dsn_for("postgres"))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = postgres_server.dsn_for(name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+        await seed_catalogue(conn)
+    finally:
+        await conn.close()
+    yield dsn
+    # drop slots first: a database with an active slot cannot be dropped
+    await admin.execute(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+        "WHERE database = $1 AND NOT active",
+        name,
+    )
+    with contextlib.suppress(asyncpg.PostgresError):
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest_asyncio.fixture
+async def broker(tmp_root: Path) -> AsyncIterator[Any]:
+    """A fresh Tansu broker per test (memory only, starts in well under a second)."""
+    from orders_app.embedded import EmbeddedBroker
+
+    b = EmbeddedBroker(log_path=tmp_root / f"broker-{uuid.uuid4().hex[:6]}.log")
+    await b.start()
+    yield b
+    await b.stop()
+
+
+@pytest_asyncio.fixture
+async def stack(broker: Any, database: str) -> Stack:
+    from orders_app.admin import ensure_topics, registry_topic_names
+
+    await ensure_topics(broker.bootstrap, registry_topic_names(), 4)
+    return Stack(bootstrap=broker.bootstrap, dsn=database)
+
+
+def free_port() -> int:
+    from orders_app.embedded import free_port as fp
+
+    return fp()
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    data_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class WorkerPool:
+    def __init__(self, stack: Stack, tmp: Path) -> None:
+        self.stack = stack
+        self.tmp = tmp
+        self.workers: list[Worker] = []
+
+    def start(self, extra_env: dict[str, str] | None = None, data_dir: Path | None = None) -> Worker:
+        port = free_port()
+        data = data_dir or self.tmp / f"worker-{port}"
+        log = self.tmp / f"worker-{port}.log"
+        env = {
+            **os.environ,
+            "ORDERS_BROKER_URL": self.stack.broker_url,
+            "ORDERS_POSTGRES_DSN": self.stack.dsn,
+            "ORDERS_WEB_PORT": str(port),
+            "ORDERS_DATA_DIR": str(data),
+            "ORDERS_PARTITIONS": "4",
+            **(extra_env or {}),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orders_app.cli", "worker"],
+            env=env,
+            cwd=ROOT,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        worker = Worker(proc, port, log, data, env)
+        self.workers.append(worker)
+        return worker
+
+    async def wait_ready(self, worker: Worker, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if worker.proc.poll() is not None:
+                raise AssertionError(f"worker exited {worker.proc.returncode}:\n{worker.log_tail()}")
+            status, _body, _ = await ahttp("GET", worker.url + "/ready", timeout=2)
+            if status == 200:
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"worker not ready in {timeout}s:\n{worker.log_tail()}")
+
+    def stop(self, worker: Worker, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        if worker.proc.poll() is None:
+            worker.proc.send_signal(sig)
+            try:
+                worker.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+                worker.proc.wait(5)
+
+    def stop_all(self) -> None:
+        for w in self.workers:
+            self.stop(w)
+
+
+@pytest_asyncio.fixture
+async def workers(stack: Stack, tmp_path: Path) -> AsyncIterator[WorkerPool]:
+    pool = WorkerPool(stack, tmp_path)
+    yield pool
+    await asyncio.to_thread(pool.stop_all)
+
+
+@pytest_asyncio.fixture
+async def cdc(stack: Stack) -> AsyncIterator[Any]:
+    """The embedded CDC reader on the test database (snapshot of products + orders)."""
+    from orders_app.cdc import CdcReader
+
+    reader = CdcReader(dsn=stack.dsn, bootstrap=stack.bootstrap, slot="s_" + uuid.uuid4().hex[:10],
+                       poll_interval=0.2, fresh_broker=True)
+    await reader.start()
+    yield reader
+    await reader.stop()
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        await conn.execute("SELECT pg_drop_replication_slot($1)", reader.slot)
+    finally:
+        await conn.close()

@@ -1,0 +1,102 @@
+"""Foundation: a real worker on the real broker consumes order_created and its effect is
+visible through a Faust web view; bad settings fail with one line and exit 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from decimal import Decimal
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from orders_app.records import OrderCreated, OrderLine, encode
+from tests.conftest import ROOT, free_port
+from tests.support import ahttp
+
+pytestmark = pytest.mark.integration
+
+
+def order(order_id: str, sku: str = "SKU-0001", qty: int = 2, token: str = "tok_visa") -> OrderCreated:
+    return OrderCreated(
+        order_id=order_id,
+        customer_id=f"cust-{order_id}",
+        country="DE",
+        currency="EUR",
+        total=Decimal("11.99") * qty,
+        lines=[OrderLine(sku=sku, quantity=qty, unit_price=Decimal("11.99"))],
+        payment_method=token,
+        created_at=time.time(),
+    )
+
+
+async def produce(bootstrap: str, *events: OrderCreated) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for ev in events:
+            await producer.send_and_wait("order_created", key=ev.order_id.encode(), value=encode(ev))
+    finally:
+        await producer.stop()
+
+
+async def test_worker_consumes_order_created_and_web_view_shows_it(stack, workers, cdc) -> None:
+    worker = workers.start()
+    await workers.wait_ready(worker)
+    status, before, _ = await ahttp("GET", f"{worker.url}/inventory/SKU-0001?x=1")
+    # Stock arrives through the products snapshot; wait for it.
+    deadline = time.monotonic() + 30
+    while status != 200 and time.monotonic() < deadline:
+        status, before, _ = await ahttp("GET", f"{worker.url}/inventory/SKU-0001")
+    assert status == 200, before
+
+    await produce(stack.bootstrap, order("o-foundation-1", qty=2), order("o-foundation-2", token="tok_chargeDeclined"))
+
+    status, body, _ = await ahttp("GET", f"{worker.url}/orders/o-foundation-1?wait=terminal&timeout=30", timeout=40)
+    assert status == 200, body
+    assert body["status"] == "FULFILLED"
+    assert [h["status"] for h in body["history"]] == ["CREATED", "VALIDATED", "PAID", "FULFILLED"]
+    assert body["total"] == "23.98" and body["country"] == "DE"
+
+    status, body, _ = await ahttp("GET", f"{worker.url}/orders/o-foundation-2?wait=terminal&timeout=30", timeout=40)
+    assert status == 200 and body["status"] == "PAYMENT_FAILED"
+    assert body["reasons"] == ["payment:card_declined"]
+
+    status, after, _ = await ahttp("GET", f"{worker.url}/inventory/SKU-0001")
+    assert after["reserved"] == before["reserved"] + 2
+    assert after["available"] == before["available"] - 2
+
+    status, body, _ = await ahttp("GET", f"{worker.url}/orders/does-not-exist")
+    assert status == 404
+    status, body, _ = await ahttp("GET", f"{worker.url}/orders/does-not-exist?wait=terminal&timeout=0.5")
+    assert status == 504
+
+
+def _cli(env_extra: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERS_")}
+    env.update(env_extra)
+    return subprocess.run(
+        [sys.executable, "-m", "orders_app.cli", *args],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_bad_setting_is_one_line_and_exit_2() -> None:
+    result = _cli({"ORDERS_WEB_PORT": "abc"}, "worker")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "ORDERS_WEB_PORT" in lines[0] and "abc" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_broker_is_one_line_naming_the_setting() -> None:
+    port = free_port()
+    result = _cli({"ORDERS_BROKER_URL": f"kafka://127.0.0.1:{port}",
+                   "ORDERS_POSTGRES_DSN": f"postgresql://postgres@127.0.0.1:{free_port()}/x"}, "worker")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "ORDERS_BROKER_URL" in lines[0]

@@ -1,0 +1,72 @@
+"""Helpers for the integration and e2e tests (HTTP, Kafka reads)."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.error
+import urllib.request
+from typing import Any
+
+import orjson
+
+
+def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
+         timeout: float = 30.0) -> tuple[int, Any, dict[str, str]]:
+    data = None
+    hdrs = dict(headers or {})
+    if body is not None:
+        data = body if isinstance(body, bytes) else orjson.dumps(body)
+        hdrs.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback
+            raw = resp.read()
+            status, rheaders = resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        raw = err.read()
+        status, rheaders = err.code, dict(err.headers)
+    except (urllib.error.URLError, OSError) as err:  # not listening (yet), reset, timeout
+        return 0, str(err), {}
+    try:
+        parsed = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        parsed = raw.decode(errors="replace")
+    return status, parsed, rheaders
+
+
+async def ahttp(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
+                timeout: float = 30.0) -> tuple[int, Any, dict[str, str]]:
+    return await asyncio.to_thread(http, method, url, body, headers, timeout)
+
+
+
+
+async def read_topic(bootstrap: str, topic: str, *, idle: float = 2.0, limit: float = 60.0) -> list[Any]:
+    """Every message of ``topic`` from the beginning, until nothing new arrives for ``idle``s."""
+    import time
+
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list[Any] = []
+        deadline = time.monotonic() + limit
+        last = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last < idle:
+            batch = await consumer.getmany(timeout_ms=200)
+            for msgs in batch.values():
+                if msgs:
+                    last = time.monotonic()
+                out.extend(msgs)
+        return out
+    finally:
+        await consumer.stop()
