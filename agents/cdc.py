@@ -47,7 +47,7 @@ async def orders_changes(stream: Any) -> None:
                 continue
             assert change.after is not None
             order = order_from_row(change.after)
-        except DecodeError as err:
+        except (DecodeError, TypeError, ValueError, ArithmeticError) as err:
             await dead_letter(event, str(err), "cdc")
             continue
         if cdc_seen.get(order.order_id) is not None:
@@ -67,7 +67,7 @@ async def products_changes(stream: Any) -> None:
                 continue
             assert change.after is not None
             sku, level = product_level(change.after)
-        except DecodeError as err:
+        except (DecodeError, TypeError, ValueError, ArithmeticError) as err:
             await dead_letter(event, str(err), "cdc")
             continue
         await send(

@@ -67,7 +67,7 @@ async def track(stream: Any) -> None:
         topic = event.message.topic
         try:
             record = records.decode(RECORD_BY_TOPIC[topic], event.value)
-        except DecodeError as err:
+        except (DecodeError, TypeError, ValueError, ArithmeticError) as err:
             # The owning step dead-letters its own input; order_created is the status
             # agent's to report only when no other step reads it (fraud does).
             if topic not in {

@@ -370,24 +370,30 @@ def _raw_types_ok(data: dict[str, Any], cls: type) -> None:
                 for i, item in enumerate(value):
                     if not isinstance(item, dict):
                         raise DecodeError(f"{name}[{i}]: expected an object")
+                    _require(item, args[0], f"{name}[{i}].")
                     _raw_types_ok(item, args[0])
         if isinstance(hint, type) and issubclass(hint, faust.Record):
             if not isinstance(value, dict):
                 raise DecodeError(f"{name}: expected an object")
+            _require(value, hint, f"{name}.")
             _raw_types_ok(value, hint)
+
+
+def _require(data: dict[str, Any], cls: Any, prefix: str = "") -> None:
+    missing = [
+        prefix + name
+        for name, field in cls._options.descriptors.items()
+        if field.required and name not in data
+    ]
+    if missing:
+        raise DecodeError(f"{cls.__name__}: missing field(s) {', '.join(sorted(missing))}")
 
 
 def from_dict(cls: type[R], data: Any) -> R:
     """Build and validate a record from already-parsed JSON."""
     if not isinstance(data, dict):
         raise DecodeError(f"expected a JSON object for {cls.__name__}")
-    missing = [
-        name
-        for name, field in cls._options.descriptors.items()
-        if field.required and name not in data
-    ]
-    if missing:
-        raise DecodeError(f"{cls.__name__}: missing field(s) {', '.join(sorted(missing))}")
+    _require(data, cls)
     _raw_types_ok(data, cls)
     known = {k: v for k, v in data.items() if k in cls._options.descriptors}
     try:

@@ -64,6 +64,9 @@ async def decoded(
         except DecodeError as err:
             await dead_letter(event, str(err), agent)
             continue
+        except Exception as err:  # a decoder gap must not stop the agent
+            await dead_letter(event, f"{type(err).__name__}: {err}", agent)
+            continue
         yield event, record
 
 

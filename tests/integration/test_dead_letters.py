@@ -1,0 +1,96 @@
+"""Poison input: malformed JSON and schema-invalid events on every input topic land in
+``dead_letters`` (one each, with the source position, reason and raw bytes) while valid
+orders keep flowing to their terminal status."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections import Counter
+from decimal import Decimal
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from orders_app.records import OrderCreated, OrderLine, encode
+from tests.support import ahttp, read_topic
+
+pytestmark = pytest.mark.integration
+
+INPUT_TOPICS = [
+    "order_created",
+    "orders_app-orders-by-customer",
+    "order_validated",
+    "fraud_alerts",
+    "payment_successful",
+    "payment_failed",
+    "inventory_updated",
+    "payment_refunded",
+    "orders_app-stock-commands",
+    "orders_app-stock-replies",
+    "orders_app-order-status",
+    "orders_db.public.orders",
+    "orders_db.public.products",
+]
+
+BAD_PAYLOADS = [
+    b"{not json",
+    b'{"order_id": 42, "unexpected": true}',
+    b"[1, 2, 3]",
+]
+
+BAD_ENVELOPES = [
+    # a well-formed envelope whose row is wrong, and an update with no "after"
+    orjson.dumps({"before": None, "after": {"id": "x", "customer_id": 1, "lines": "[]"}, "op": "c",
+                  "ts_ms": 1, "source": {"version": "2", "connector": "postgresql", "name": "orders_db",
+                  "ts_ms": 1, "snapshot": "false", "db": "orders", "sequence": None, "schema": "public",
+                  "table": "orders", "txId": 1, "lsn": 1, "xmin": None}}),
+    orjson.dumps({"before": None, "after": None, "op": "u", "ts_ms": 1, "source": {}}),
+]
+
+
+async def test_poison_messages_go_to_dead_letters(stack, workers, cdc) -> None:
+    worker = workers.start()
+    await workers.wait_ready(worker)
+    sent: list[tuple[str, bytes]] = []
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
+    await producer.start()
+    good = []
+    try:
+        for i, topic in enumerate(INPUT_TOPICS):
+            payloads = BAD_PAYLOADS + (BAD_ENVELOPES if topic.startswith("orders_db.") else [])
+            for j, payload in enumerate(payloads):
+                await producer.send_and_wait(topic, key=f"bad-{i}-{j}".encode(), value=payload)
+                sent.append((topic, payload))
+            order = OrderCreated(
+                order_id=f"good-{i}", customer_id=f"c-good-{i}", country="FR", currency="EUR",
+                total=Decimal("11.99"), lines=[OrderLine(sku="SKU-0001", quantity=1, unit_price=Decimal("11.99"))],
+                payment_method="tok_visa", created_at=time.time(),
+            )
+            await producer.send_and_wait("order_created", key=order.order_id.encode(), value=encode(order))
+            good.append(order.order_id)
+    finally:
+        await producer.stop()
+
+    for oid in good:
+        status, body, _ = await ahttp("GET", f"{worker.url}/orders/{oid}?wait=terminal&timeout=60", timeout=70)
+        assert status == 200 and body["status"] == "FULFILLED", (oid, body)
+
+    deadline = time.monotonic() + 30
+    letters: list[dict] = []
+    while time.monotonic() < deadline:
+        letters = [orjson.loads(m.value) for m in await read_topic(stack.bootstrap, "dead_letters", idle=1.0)]
+        if len(letters) >= len(sent):
+            break
+        await asyncio.sleep(1)
+    assert len(letters) == len(sent), (
+        Counter(t for t, _ in sent) - Counter(d["topic"] for d in letters),
+        Counter(d["topic"] for d in letters) - Counter(t for t, _ in sent),
+    )
+    got = Counter((d["topic"], base64.b64decode(d["payload_b64"])) for d in letters)
+    assert got == Counter(sent)
+    for d in letters:
+        assert d["error"] and d["agent"] and d["offset"] >= 0 and d["key"].startswith("bad-")
+    assert worker.proc.poll() is None  # no agent crashed the worker
