@@ -82,7 +82,7 @@ app = OrdersApp(
 )
 
 
-@app.on_configured.connect
+@app.on_configured.connect  # type: ignore[arg-type]
 def _configure(sender: OrdersApp, conf: Any, **kwargs: Any) -> None:
     settings = sender.settings
     conf.id = settings.app_id

@@ -92,7 +92,8 @@ class CdcReader(Service):
             await self.conn.execute("SELECT pg_drop_replication_slot($1)", self.slot)
         if needs_snapshot:
             row = await self.conn.fetchrow(
-                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", self.slot
+                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+                self.slot,
             )
             assert row is not None
             await self._snapshot(lsn_int(row["lsn"]))
@@ -161,7 +162,10 @@ class CdcReader(Service):
                 cols = ", ".join(f'"{c.name}"::text' for c in rel.columns)
                 rows = await self.conn.fetch(f'SELECT {cols} FROM "{rel.schema}"."{rel.table}"')
                 for i, row in enumerate(rows):
-                    after = {c.name: pgoutput.convert(c.type_oid, row[j]) for j, c in enumerate(rel.columns)}
+                    after = {
+                        c.name: pgoutput.convert(c.type_oid, row[j])
+                        for j, c in enumerate(rel.columns)
+                    }
                     if r_index == 0 and i == 0:
                         marker = "first"
                     elif i == len(rows) - 1 and r_index == len(rels) - 1:
@@ -173,8 +177,14 @@ class CdcReader(Service):
                     else:
                         marker = "true"
                     source = pgoutput.source_block(
-                        prefix=TOPIC_PREFIX, db=self.db_name, rel=rel, ts_us=now_us,
-                        snapshot=marker, txid=txid, lsn=slot_lsn, last_commit_lsn=None,
+                        prefix=TOPIC_PREFIX,
+                        db=self.db_name,
+                        rel=rel,
+                        ts_us=now_us,
+                        snapshot=marker,
+                        txid=txid,
+                        lsn=slot_lsn,
+                        last_commit_lsn=None,
                     )
                     futures.append(
                         await self.producer.send(
@@ -186,7 +196,12 @@ class CdcReader(Service):
                     count += 1
         await asyncio.gather(*futures)
         self.events_published += count
-        log.info("cdc: snapshot of %d rows published (slot %s at %s)", count, self.slot, lsn_text(slot_lsn))
+        log.info(
+            "cdc: snapshot of %d rows published (slot %s at %s)",
+            count,
+            self.slot,
+            lsn_text(slot_lsn),
+        )
 
     async def _stream(self) -> None:
         backoff = MIN_BACKOFF
@@ -241,21 +256,31 @@ class CdcReader(Service):
             self.lag_seconds = max(0.0, time.time() - self.last_commit_ts)
         return changes or (1 if last_end is not None else 0)
 
-    async def _publish(self, txn: pgoutput.Transaction, lsn: int, change: pgoutput.Change, now_us: int) -> list[Any]:
+    async def _publish(
+        self, txn: pgoutput.Transaction, lsn: int, change: pgoutput.Change, now_us: int
+    ) -> list[Any]:
         assert self.producer is not None
         rel = change.relation
         if change.op == "t":
             return []  # Debezium skips truncates unless configured to publish them
         source = pgoutput.source_block(
-            prefix=TOPIC_PREFIX, db=self.db_name, rel=rel, ts_us=txn.commit_ts_us,
-            snapshot="false", txid=txn.xid, lsn=lsn, last_commit_lsn=self.last_commit_lsn,
+            prefix=TOPIC_PREFIX,
+            db=self.db_name,
+            rel=rel,
+            ts_us=txn.commit_ts_us,
+            snapshot="false",
+            txid=txn.xid,
+            lsn=lsn,
+            last_commit_lsn=self.last_commit_lsn,
         )
         topic = pgoutput.topic_for(TOPIC_PREFIX, rel)
         row = change.after if change.after is not None else change.before or {}
         key = pgoutput.key_for(rel, row)
         out = [
             await self.producer.send(
-                topic, key=key, value=pgoutput.envelope(change.op, change.before, change.after, source, now_us)
+                topic,
+                key=key,
+                value=pgoutput.envelope(change.op, change.before, change.after, source, now_us),
             )
         ]
         if change.op == "d":

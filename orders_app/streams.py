@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 R = TypeVar("R", bound=faust.Record)
 
 
-def key_str(event: EventT) -> str | None:
+def key_str(event: EventT[Any]) -> str | None:
     key = event.key
     if key is None:
         return None
@@ -34,7 +34,7 @@ def key_str(event: EventT) -> str | None:
     return str(key)
 
 
-async def dead_letter(event: EventT, error: str, agent: str) -> None:
+async def dead_letter(event: EventT[Any], error: str, agent: str) -> None:
     """Send the event's raw bytes to ``dead_letters`` with the reason."""
     msg = event.message
     payload = event.value if isinstance(event.value, bytes) else b""
@@ -56,7 +56,7 @@ async def dead_letter(event: EventT, error: str, agent: str) -> None:
 
 async def decoded(
     stream: StreamT[Any], cls: type[R], agent: str
-) -> AsyncIterator[tuple[EventT, R]]:
+) -> AsyncIterator[tuple[EventT[Any], R]]:
     """Yield ``(event, record)`` for every decodable event; dead-letter the rest."""
     async for event in stream.events():
         try:
@@ -64,7 +64,7 @@ async def decoded(
         except DecodeError as err:
             await dead_letter(event, str(err), agent)
             continue
-        except Exception as err:  # a decoder gap must not stop the agent
+        except Exception as err:  # noqa: BLE001 - a decoder gap must not stop the agent
             await dead_letter(event, f"{type(err).__name__}: {err}", agent)
             continue
         yield event, record

@@ -12,8 +12,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 import pytest
 import pytest_asyncio
 
@@ -136,7 +133,9 @@ class WorkerPool:
         self.tmp = tmp
         self.workers: list[Worker] = []
 
-    def start(self, extra_env: dict[str, str] | None = None, data_dir: Path | None = None) -> Worker:
+    def start(
+        self, extra_env: dict[str, str] | None = None, data_dir: Path | None = None
+    ) -> Worker:
         port = free_port()
         data = data_dir or self.tmp / f"worker-{port}"
         log = self.tmp / f"worker-{port}.log"
@@ -165,7 +164,9 @@ class WorkerPool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if worker.proc.poll() is not None:
-                raise AssertionError(f"worker exited {worker.proc.returncode}:\n{worker.log_tail()}")
+                raise AssertionError(
+                    f"worker exited {worker.proc.returncode}:\n{worker.log_tail()}"
+                )
             status, _body, _ = await ahttp("GET", worker.url + "/ready", timeout=2)
             if status == 200:
                 return
@@ -198,8 +199,13 @@ async def cdc(stack: Stack) -> AsyncIterator[Any]:
     """The embedded CDC reader on the test database (snapshot of products + orders)."""
     from orders_app.cdc import CdcReader
 
-    reader = CdcReader(dsn=stack.dsn, bootstrap=stack.bootstrap, slot="s_" + uuid.uuid4().hex[:10],
-                       poll_interval=0.2, fresh_broker=True)
+    reader = CdcReader(
+        dsn=stack.dsn,
+        bootstrap=stack.bootstrap,
+        slot="s_" + uuid.uuid4().hex[:10],
+        poll_interval=0.2,
+        fresh_broker=True,
+    )
     await reader.start()
     yield reader
     await reader.stop()

@@ -10,8 +10,13 @@ from typing import Any
 import orjson
 
 
-def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-         timeout: float = 30.0) -> tuple[int, Any, dict[str, str]]:
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> tuple[int, Any, dict[str, str]]:
     data = None
     hdrs = dict(headers or {})
     if body is not None:
@@ -19,7 +24,7 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
         hdrs.setdefault("Content-Type", "application/json")
     req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()
             status, rheaders = resp.status, dict(resp.headers)
     except urllib.error.HTTPError as err:
@@ -34,14 +39,19 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
     return status, parsed, rheaders
 
 
-async def ahttp(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-                timeout: float = 30.0) -> tuple[int, Any, dict[str, str]]:
+async def ahttp(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> tuple[int, Any, dict[str, str]]:
     return await asyncio.to_thread(http, method, url, body, headers, timeout)
 
 
-
-
-async def read_topic(bootstrap: str, topic: str, *, idle: float = 2.0, limit: float = 60.0) -> list[Any]:
+async def read_topic(
+    bootstrap: str, topic: str, *, idle: float = 2.0, limit: float = 60.0
+) -> list[Any]:
     """Every message of ``topic`` from the beginning, until nothing new arrives for ``idle``s."""
     import time
 

@@ -43,10 +43,28 @@ BAD_PAYLOADS = [
 
 BAD_ENVELOPES = [
     # a well-formed envelope whose row is wrong, and an update with no "after"
-    orjson.dumps({"before": None, "after": {"id": "x", "customer_id": 1, "lines": "[]"}, "op": "c",
-                  "ts_ms": 1, "source": {"version": "2", "connector": "postgresql", "name": "orders_db",
-                  "ts_ms": 1, "snapshot": "false", "db": "orders", "sequence": None, "schema": "public",
-                  "table": "orders", "txId": 1, "lsn": 1, "xmin": None}}),
+    orjson.dumps(
+        {
+            "before": None,
+            "after": {"id": "x", "customer_id": 1, "lines": "[]"},
+            "op": "c",
+            "ts_ms": 1,
+            "source": {
+                "version": "2",
+                "connector": "postgresql",
+                "name": "orders_db",
+                "ts_ms": 1,
+                "snapshot": "false",
+                "db": "orders",
+                "sequence": None,
+                "schema": "public",
+                "table": "orders",
+                "txId": 1,
+                "lsn": 1,
+                "xmin": None,
+            },
+        }
+    ),
     orjson.dumps({"before": None, "after": None, "op": "u", "ts_ms": 1, "source": {}}),
 ]
 
@@ -65,23 +83,35 @@ async def test_poison_messages_go_to_dead_letters(stack, workers, cdc) -> None:
                 await producer.send_and_wait(topic, key=f"bad-{i}-{j}".encode(), value=payload)
                 sent.append((topic, payload))
             order = OrderCreated(
-                order_id=f"good-{i}", customer_id=f"c-good-{i}", country="FR", currency="EUR",
-                total=Decimal("11.99"), lines=[OrderLine(sku="SKU-0001", quantity=1, unit_price=Decimal("11.99"))],
-                payment_method="tok_visa", created_at=time.time(),
+                order_id=f"good-{i}",
+                customer_id=f"c-good-{i}",
+                country="FR",
+                currency="EUR",
+                total=Decimal("11.99"),
+                lines=[OrderLine(sku="SKU-0001", quantity=1, unit_price=Decimal("11.99"))],
+                payment_method="tok_visa",
+                created_at=time.time(),
             )
-            await producer.send_and_wait("order_created", key=order.order_id.encode(), value=encode(order))
+            await producer.send_and_wait(
+                "order_created", key=order.order_id.encode(), value=encode(order)
+            )
             good.append(order.order_id)
     finally:
         await producer.stop()
 
     for oid in good:
-        status, body, _ = await ahttp("GET", f"{worker.url}/orders/{oid}?wait=terminal&timeout=60", timeout=70)
+        status, body, _ = await ahttp(
+            "GET", f"{worker.url}/orders/{oid}?wait=terminal&timeout=60", timeout=70
+        )
         assert status == 200 and body["status"] == "FULFILLED", (oid, body)
 
     deadline = time.monotonic() + 30
     letters: list[dict] = []
     while time.monotonic() < deadline:
-        letters = [orjson.loads(m.value) for m in await read_topic(stack.bootstrap, "dead_letters", idle=1.0)]
+        letters = [
+            orjson.loads(m.value)
+            for m in await read_topic(stack.bootstrap, "dead_letters", idle=1.0)
+        ]
         if len(letters) >= len(sent):
             break
         await asyncio.sleep(1)

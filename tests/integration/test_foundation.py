@@ -19,7 +19,9 @@ from tests.support import ahttp
 pytestmark = pytest.mark.integration
 
 
-def order(order_id: str, sku: str = "SKU-0001", qty: int = 2, token: str = "tok_visa") -> OrderCreated:
+def order(
+    order_id: str, sku: str = "SKU-0001", qty: int = 2, token: str = "tok_visa"
+) -> OrderCreated:
     return OrderCreated(
         order_id=order_id,
         customer_id=f"cust-{order_id}",
@@ -37,7 +39,9 @@ async def produce(bootstrap: str, *events: OrderCreated) -> None:
     await producer.start()
     try:
         for ev in events:
-            await producer.send_and_wait("order_created", key=ev.order_id.encode(), value=encode(ev))
+            await producer.send_and_wait(
+                "order_created", key=ev.order_id.encode(), value=encode(ev)
+            )
     finally:
         await producer.stop()
 
@@ -52,15 +56,23 @@ async def test_worker_consumes_order_created_and_web_view_shows_it(stack, worker
         status, before, _ = await ahttp("GET", f"{worker.url}/inventory/SKU-0001")
     assert status == 200, before
 
-    await produce(stack.bootstrap, order("o-foundation-1", qty=2), order("o-foundation-2", token="tok_chargeDeclined"))
+    await produce(
+        stack.bootstrap,
+        order("o-foundation-1", qty=2),
+        order("o-foundation-2", token="tok_chargeDeclined"),
+    )
 
-    status, body, _ = await ahttp("GET", f"{worker.url}/orders/o-foundation-1?wait=terminal&timeout=30", timeout=40)
+    status, body, _ = await ahttp(
+        "GET", f"{worker.url}/orders/o-foundation-1?wait=terminal&timeout=30", timeout=40
+    )
     assert status == 200, body
     assert body["status"] == "FULFILLED"
     assert [h["status"] for h in body["history"]] == ["CREATED", "VALIDATED", "PAID", "FULFILLED"]
     assert body["total"] == "23.98" and body["country"] == "DE"
 
-    status, body, _ = await ahttp("GET", f"{worker.url}/orders/o-foundation-2?wait=terminal&timeout=30", timeout=40)
+    status, body, _ = await ahttp(
+        "GET", f"{worker.url}/orders/o-foundation-2?wait=terminal&timeout=30", timeout=40
+    )
     assert status == 200 and body["status"] == "PAYMENT_FAILED"
     assert body["reasons"] == ["payment:card_declined"]
 
@@ -70,16 +82,24 @@ async def test_worker_consumes_order_created_and_web_view_shows_it(stack, worker
 
     status, body, _ = await ahttp("GET", f"{worker.url}/orders/does-not-exist")
     assert status == 404
-    status, body, _ = await ahttp("GET", f"{worker.url}/orders/does-not-exist?wait=terminal&timeout=0.5")
+    status, body, _ = await ahttp(
+        "GET", f"{worker.url}/orders/does-not-exist?wait=terminal&timeout=0.5"
+    )
     assert status == 504
 
 
-def _cli(env_extra: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _cli(
+    env_extra: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERS_")}
     env.update(env_extra)
     return subprocess.run(
         [sys.executable, "-m", "orders_app.cli", *args],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -94,8 +114,13 @@ def test_bad_setting_is_one_line_and_exit_2() -> None:
 
 def test_unreachable_broker_is_one_line_naming_the_setting() -> None:
     port = free_port()
-    result = _cli({"ORDERS_BROKER_URL": f"kafka://127.0.0.1:{port}",
-                   "ORDERS_POSTGRES_DSN": f"postgresql://postgres@127.0.0.1:{free_port()}/x"}, "worker")
+    result = _cli(
+        {
+            "ORDERS_BROKER_URL": f"kafka://127.0.0.1:{port}",
+            "ORDERS_POSTGRES_DSN": f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+        },
+        "worker",
+    )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

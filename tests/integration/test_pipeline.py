@@ -26,18 +26,29 @@ INITIAL = {sku: stock for sku, _n, _p, stock in DEMO_CATALOGUE}
 PLENTY = [sku for sku, n in INITIAL.items() if n > 1000]
 
 
-def mk(order_id: str, customer: str, lines: list[tuple[str, int, Decimal]], token: str = "tok_visa",
-       created_at: float | None = None) -> OrderCreated:
+def mk(
+    order_id: str,
+    customer: str,
+    lines: list[tuple[str, int, Decimal]],
+    token: str = "tok_visa",
+    created_at: float | None = None,
+) -> OrderCreated:
     total = sum((price * qty for _s, qty, price in lines), Decimal("0"))
     return OrderCreated(
-        order_id=order_id, customer_id=customer, country=random.choice(["DE", "FR", "US", "JP"]),
-        currency="EUR", total=total,
+        order_id=order_id,
+        customer_id=customer,
+        country=random.choice(["DE", "FR", "US", "JP"]),
+        currency="EUR",
+        total=total,
         lines=[OrderLine(sku=s, quantity=q, unit_price=p) for s, q, p in lines],
-        payment_method=token, created_at=created_at or time.time(),
+        payment_method=token,
+        created_at=created_at or time.time(),
     )
 
 
-def build_mix(rng: random.Random) -> tuple[list[OrderCreated], dict[str, str], dict[str, list[str]]]:
+def build_mix(
+    rng: random.Random,
+) -> tuple[list[OrderCreated], dict[str, str], dict[str, list[str]]]:
     """-> (orders, expected terminal status per order (when deterministic), groups)."""
     now = time.time()
     orders: list[OrderCreated] = []
@@ -52,31 +63,79 @@ def build_mix(rng: random.Random) -> tuple[list[OrderCreated], dict[str, str], d
 
     for i in range(1300):
         skus = rng.sample(PLENTY, rng.choice([1, 1, 2, 3]))
-        add(mk(f"n-{i}", f"cn-{i}", [(s, rng.randint(1, 3), PRICES[s]) for s in skus],
-               rng.choice(["tok_visa", "tok_mastercard"])), "FULFILLED", "normal")
+        add(
+            mk(
+                f"n-{i}",
+                f"cn-{i}",
+                [(s, rng.randint(1, 3), PRICES[s]) for s in skus],
+                rng.choice(["tok_visa", "tok_mastercard"]),
+            ),
+            "FULFILLED",
+            "normal",
+        )
     for i in range(100):
-        add(mk(f"big-{i}", f"cb-{i}", [("SKU-0010", 100, PRICES["SKU-0010"])]), "REJECTED", "fraud_amount")
+        add(
+            mk(f"big-{i}", f"cb-{i}", [("SKU-0010", 100, PRICES["SKU-0010"])]),
+            "REJECTED",
+            "fraud_amount",
+        )
     for c in range(30):
         for j in range(7):
-            add(mk(f"vel-{c}-{j}", f"cv-{c}", [("SKU-0001", 1, PRICES["SKU-0001"])], created_at=now), None,
-                f"velocity_count:cv-{c}")
+            add(
+                mk(
+                    f"vel-{c}-{j}", f"cv-{c}", [("SKU-0001", 1, PRICES["SKU-0001"])], created_at=now
+                ),
+                None,
+                f"velocity_count:cv-{c}",
+            )
     for c in range(40):
         for j in range(3):
-            add(mk(f"amt-{c}-{j}", f"ca-{c}", [("SKU-0002", 1, Decimal("900.00"))], created_at=now), None,
-                f"velocity_amount:ca-{c}")
-    declines = ["tok_chargeDeclined", "tok_chargeDeclinedInsufficientFunds", "tok_chargeDeclinedExpiredCard"]
+            add(
+                mk(f"amt-{c}-{j}", f"ca-{c}", [("SKU-0002", 1, Decimal("900.00"))], created_at=now),
+                None,
+                f"velocity_amount:ca-{c}",
+            )
+    declines = [
+        "tok_chargeDeclined",
+        "tok_chargeDeclinedInsufficientFunds",
+        "tok_chargeDeclinedExpiredCard",
+    ]
     for i in range(120):
-        add(mk(f"dec-{i}", f"cd-{i}", [("SKU-0003", 1, PRICES["SKU-0003"])], declines[i % 3]),
-            "PAYMENT_FAILED", "declined")
+        add(
+            mk(f"dec-{i}", f"cd-{i}", [("SKU-0003", 1, PRICES["SKU-0003"])], declines[i % 3]),
+            "PAYMENT_FAILED",
+            "declined",
+        )
     for i in range(100):
-        add(mk(f"oos-{i}", f"co-{i}", [("SKU-0003", 2, PRICES["SKU-0003"]), ("SKU-ZERO", 1, Decimal("5.00"))]),
-            "CANCELLED", "out_of_stock")
+        add(
+            mk(
+                f"oos-{i}",
+                f"co-{i}",
+                [("SKU-0003", 2, PRICES["SKU-0003"]), ("SKU-ZERO", 1, Decimal("5.00"))],
+            ),
+            "CANCELLED",
+            "out_of_stock",
+        )
     for i in range(20):
-        add(mk(f"unk-{i}", f"cu-{i}", [("SKU-0004", 1, PRICES["SKU-0004"]), ("SKU-NOPE", 1, Decimal("1.00"))]),
-            "CANCELLED", "out_of_stock")
+        add(
+            mk(
+                f"unk-{i}",
+                f"cu-{i}",
+                [("SKU-0004", 1, PRICES["SKU-0004"]), ("SKU-NOPE", 1, Decimal("1.00"))],
+            ),
+            "CANCELLED",
+            "out_of_stock",
+        )
     for i in range(30):
-        add(mk(f"scarce-{i}", f"cs-{i}", [("SKU-0021", 1, PRICES["SKU-0021"]), ("SKU-0005", 1, PRICES["SKU-0005"])]),
-            None, "scarce")
+        add(
+            mk(
+                f"scarce-{i}",
+                f"cs-{i}",
+                [("SKU-0021", 1, PRICES["SKU-0021"]), ("SKU-0005", 1, PRICES["SKU-0005"])],
+            ),
+            None,
+            "scarce",
+        )
     rng.shuffle(orders)
     assert len(orders) == 2000
     return orders, expected, groups
@@ -94,7 +153,9 @@ async def wait_inventory(url: str, sku: str, timeout: float = 30) -> dict:
 
 async def test_two_thousand_orders_known_mix(stack, workers, cdc) -> None:
     conn = await asyncpg.connect(stack.dsn)
-    await conn.execute("INSERT INTO products (sku, name, price, stock) VALUES ('SKU-ZERO', 'none left', 5, 0)")
+    await conn.execute(
+        "INSERT INTO products (sku, name, price, stock) VALUES ('SKU-ZERO', 'none left', 5, 0)"
+    )
     await conn.close()
     worker = workers.start()
     await workers.wait_ready(worker)
@@ -107,7 +168,10 @@ async def test_two_thousand_orders_known_mix(stack, workers, cdc) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=5)
     await producer.start()
     try:
-        futs = [await producer.send("order_created", key=o.order_id.encode(), value=encode(o)) for o in orders]
+        futs = [
+            await producer.send("order_created", key=o.order_id.encode(), value=encode(o))
+            for o in orders
+        ]
         await asyncio.gather(*futs)
     finally:
         await producer.stop()
@@ -126,7 +190,9 @@ async def test_two_thousand_orders_known_mix(stack, workers, cdc) -> None:
             break
         await asyncio.sleep(2)
     missing = set(by_id) - set(terminal)
-    assert not missing, f"{len(missing)} orders never terminal, e.g. {sorted(missing)[:5]}\n{worker.log_tail()}"
+    assert not missing, (
+        f"{len(missing)} orders never terminal, e.g. {sorted(missing)[:5]}\n{worker.log_tail()}"
+    )
 
     # Exactly one terminal status per order (repeats of the same status allowed, never two).
     final = {}
@@ -144,7 +210,9 @@ async def test_two_thousand_orders_known_mix(stack, workers, cdc) -> None:
         elif group.startswith("velocity_amount:"):
             assert outcome == Counter({"FULFILLED": 2, "REJECTED": 1}), (group, outcome)
         elif group == "scarce":
-            assert outcome == Counter({"FULFILLED": INITIAL["SKU-0021"], "CANCELLED": 30 - INITIAL["SKU-0021"]})
+            assert outcome == Counter(
+                {"FULFILLED": INITIAL["SKU-0021"], "CANCELLED": 30 - INITIAL["SKU-0021"]}
+            )
 
     # One notification per order, with the template of its terminal status.
     notes = [orjson.loads(m.value) for m in await read_topic(stack.bootstrap, "notification_sent")]
@@ -154,8 +222,14 @@ async def test_two_thousand_orders_known_mix(stack, workers, cdc) -> None:
     assert all(n["status"] == final[n["order_id"]] for n in notes)
 
     # No charge without an order, no refund without a charge; refunds == cancellations.
-    charged = Counter(orjson.loads(m.value)["order_id"] for m in await read_topic(stack.bootstrap, "payment_successful"))
-    refunded = Counter(orjson.loads(m.value)["order_id"] for m in await read_topic(stack.bootstrap, "payment_refunded"))
+    charged = Counter(
+        orjson.loads(m.value)["order_id"]
+        for m in await read_topic(stack.bootstrap, "payment_successful")
+    )
+    refunded = Counter(
+        orjson.loads(m.value)["order_id"]
+        for m in await read_topic(stack.bootstrap, "payment_refunded")
+    )
     assert set(charged) <= set(by_id)
     assert set(refunded) <= set(charged)
     assert set(refunded) == {o for o, s in final.items() if s == "CANCELLED"}
