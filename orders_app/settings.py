@@ -74,7 +74,6 @@ class Settings(BaseSettings):
     generator_rate: float = Field(
         20.0, ge=0, le=100000, description="orders/s of the load generator"
     )
-    log_format: Literal["text", "json"] = Field("text", description="text or json log lines")
     max_body_bytes: int = Field(65536, ge=1024, description="largest accepted HTTP body")
 
     @field_validator("fraud_blocked_countries", mode="before")
