@@ -44,6 +44,19 @@ def lsn_text(value: int) -> str:
     return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
 
 
+def snapshot_marker(overall: int, total: int, index: int, rows: int) -> str:
+    """Debezium's ``source.snapshot`` for the n-th snapshot row of a table and overall."""
+    if overall == 0:
+        return "first"
+    if overall == total - 1:
+        return "last"
+    if index == 0:
+        return "first_in_data_collection"
+    if index == rows - 1:
+        return "last_in_data_collection"
+    return "true"
+
+
 class CdcReader(Service):
     """The embedded Debezium stand-in, as a service with start/stop."""
 
@@ -155,45 +168,38 @@ class CdcReader(Service):
         now_us = int(time.time() * 1_000_000)
         futures = []
         count = 0
+        tables: list[tuple[Relation, list[Any]]] = []
         async with self.conn.transaction(isolation="repeatable_read", readonly=True):
             txid = await self.conn.fetchval("SELECT txid_current_if_assigned()")
-            rels = await self._relations()
-            for r_index, rel in enumerate(rels):
+            for rel in await self._relations():
                 cols = ", ".join(f'"{c.name}"::text' for c in rel.columns)
                 rows = await self.conn.fetch(f'SELECT {cols} FROM "{rel.schema}"."{rel.table}"')
-                for i, row in enumerate(rows):
-                    after = {
-                        c.name: pgoutput.convert(c.type_oid, row[j])
-                        for j, c in enumerate(rel.columns)
-                    }
-                    if r_index == 0 and i == 0:
-                        marker = "first"
-                    elif i == len(rows) - 1 and r_index == len(rels) - 1:
-                        marker = "last"
-                    elif i == 0:
-                        marker = "first_in_data_collection"
-                    elif i == len(rows) - 1:
-                        marker = "last_in_data_collection"
-                    else:
-                        marker = "true"
-                    source = pgoutput.source_block(
-                        prefix=TOPIC_PREFIX,
-                        db=self.db_name,
-                        rel=rel,
-                        ts_us=now_us,
-                        snapshot=marker,
-                        txid=txid,
-                        lsn=slot_lsn,
-                        last_commit_lsn=None,
+                if rows:
+                    tables.append((rel, rows))
+        total = sum(len(rows) for _rel, rows in tables)
+        for rel, rows in tables:
+            for i, row in enumerate(rows):
+                after = {
+                    c.name: pgoutput.convert(c.type_oid, row[j]) for j, c in enumerate(rel.columns)
+                }
+                source = pgoutput.source_block(
+                    prefix=TOPIC_PREFIX,
+                    db=self.db_name,
+                    rel=rel,
+                    ts_us=now_us,
+                    snapshot=snapshot_marker(count, total, i, len(rows)),
+                    txid=txid,
+                    lsn=slot_lsn,
+                    last_commit_lsn=None,
+                )
+                futures.append(
+                    await self.producer.send(
+                        pgoutput.topic_for(TOPIC_PREFIX, rel),
+                        key=pgoutput.key_for(rel, after),
+                        value=pgoutput.envelope("r", None, after, source, now_us),
                     )
-                    futures.append(
-                        await self.producer.send(
-                            pgoutput.topic_for(TOPIC_PREFIX, rel),
-                            key=pgoutput.key_for(rel, after),
-                            value=pgoutput.envelope("r", None, after, source, now_us),
-                        )
-                    )
-                    count += 1
+                )
+                count += 1
         await asyncio.gather(*futures)
         self.events_published += count
         log.info(
