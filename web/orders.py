@@ -102,7 +102,10 @@ class Orders(View):
             row, created = await insert_order(conn, new)
         body = order_body(row)
         headers = {"Location": f"/orders/{row['id']}"}
-        return self.json(body, status=201 if created else 200, headers=headers)
+        if not created:
+            # Same key, same response (as payment APIs do), flagged as a replay.
+            headers["Idempotent-Replayed"] = "true"
+        return self.json(body, status=201, headers=headers)
 
 
 def _satisfied(doc: dict[str, Any] | None, wait: str) -> bool:
