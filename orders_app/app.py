@@ -18,6 +18,8 @@ import faust
 from mode import ServiceT
 
 from orders_app.db import Database
+from orders_app.feed import Feed
+from orders_app.offsets import correct_highwaters
 from orders_app.settings import Settings, load_settings_or_exit
 
 
@@ -26,6 +28,7 @@ class OrdersApp(faust.App):
 
     _orders_settings: Settings | None = None
     _database: Database | None = None
+    _feed: Feed | None = None
 
     @property
     def settings(self) -> Settings:
@@ -44,10 +47,23 @@ class OrdersApp(faust.App):
             self._database = Database(self.settings.postgres_dsn, loop=self.loop)
         return self._database
 
+    @property
+    def feed(self) -> Feed:
+        """The live analytics / dead-letter feed for the web layer (server mode only)."""
+        if self._feed is None:
+            self._feed = Feed(self.settings.kafka_bootstrap, loop=self.loop)
+        return self._feed
+
+    def _new_consumer(self) -> Any:
+        consumer = super()._new_consumer()
+        # Table recovery must not trust the embedded broker's ListOffsets (see offsets.py).
+        correct_highwaters(consumer, self.settings.kafka_bootstrap)
+        return consumer
+
     def on_init_dependencies(self) -> Iterable[ServiceT]:
         deps = list(super().on_init_dependencies())
         if not (self.producer_only or self.client_only):
-            deps.append(self.db)
+            deps += [self.db, self.feed]
         return deps
 
 

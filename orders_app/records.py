@@ -194,6 +194,9 @@ class CountryStats(faust.Record, namespace="orders.CountryStats", **_OPTS):
     average_order_value: Decimal
     window_start: float | None = None
     window_end: float | None = None
+    window_orders: int | None = None
+    window_revenue: Decimal | None = None
+    at: float | None = None
 
 
 class DeadLetter(faust.Record, namespace="orders.DeadLetter", **_OPTS):

@@ -13,11 +13,23 @@ import faust
 from orders_app.app import app
 
 
-def json_table(name: str, help: str, **kwargs: Any) -> Any:
-    """A table with UTF-8 string keys and JSON document values."""
-    return app.Table(
+def json_table(name: str, help: str, *, routable: bool = True, **kwargs: Any) -> Any:
+    """A table with UTF-8 string keys and JSON document values.
+
+    ``routable`` tables write their changelog keys as plain UTF-8 too: Faust derives the
+    changelog topic's key serializer from the key *type* (JSON for ``str``), ignoring the
+    schema, and ``table_route`` hashes the changelog-serialized key; with JSON keys it
+    would hash ``'"o-1"'`` while the data sits in the partition of ``o-1``.  Windowed
+    tables keep JSON keys (their keys are ``[key, [start, end]]``)."""
+    table = app.Table(
         name,
         schema=faust.Schema(key_type=str, key_serializer="utf8", value_serializer="json"),
         help=help,
         **kwargs,
     )
+    if routable:
+        table.key_serializer = "utf8"
+        # The table manager built the changelog topic when the table was registered;
+        # rebuild it (lazily) with the UTF-8 key serializer.
+        table._changelog_topic = None
+    return table

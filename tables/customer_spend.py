@@ -17,6 +17,7 @@ VELOCITY_WINDOW_S = 60.0
 
 customer_velocity = json_table(
     "customer_velocity",
+    routable=False,
     default=dict,
     help="customer_id -> orders and spend in the current minute",
 ).tumbling(VELOCITY_WINDOW_S, expires=timedelta(minutes=10))

@@ -22,18 +22,42 @@ pytestmark = pytest.mark.integration
 # Debezium PostgreSQL connector, JSON converter with schemas disabled: the value payload of
 # a create / update / delete event (Debezium 2.x documentation, "Data change events"),
 # as field -> JSON type. Values such as LSNs and times differ; names and types must not.
-DEBEZIUM_VALUE_FIELDS = {"before": (dict, type(None)), "after": (dict, type(None)), "source": dict,
-                         "op": str, "ts_ms": int, "ts_us": int, "ts_ns": int,
-                         "transaction": (dict, type(None))}
-DEBEZIUM_SOURCE_FIELDS = {"version": str, "connector": str, "name": str, "ts_ms": int, "ts_us": int,
-                          "ts_ns": int, "snapshot": str, "db": str, "sequence": str, "schema": str,
-                          "table": str, "txId": int, "lsn": int, "xmin": (int, type(None))}
+DEBEZIUM_VALUE_FIELDS = {
+    "before": (dict, type(None)),
+    "after": (dict, type(None)),
+    "source": dict,
+    "op": str,
+    "ts_ms": int,
+    "ts_us": int,
+    "ts_ns": int,
+    "transaction": (dict, type(None)),
+}
+DEBEZIUM_SOURCE_FIELDS = {
+    "version": str,
+    "connector": str,
+    "name": str,
+    "ts_ms": int,
+    "ts_us": int,
+    "ts_ns": int,
+    "snapshot": str,
+    "db": str,
+    "sequence": str,
+    "schema": str,
+    "table": str,
+    "txId": int,
+    "lsn": int,
+    "xmin": (int, type(None)),
+}
 
 
 def body(i: int) -> dict:
-    return {"customer_id": f"c-{i}", "country": "DE", "currency": "EUR",
-            "lines": [{"sku": "SKU-0001", "quantity": 1 + i % 3, "unit_price": "11.99"}],
-            "payment_method": "tok_visa"}
+    return {
+        "customer_id": f"c-{i}",
+        "country": "DE",
+        "currency": "EUR",
+        "lines": [{"sku": "SKU-0001", "quantity": 1 + i % 3, "unit_price": "11.99"}],
+        "payment_method": "tok_visa",
+    }
 
 
 async def until(predicate, timeout: float = 60.0, step: float = 0.5):  # type: ignore[no-untyped-def]
@@ -46,15 +70,24 @@ async def until(predicate, timeout: float = 60.0, step: float = 0.5):  # type: i
     return await predicate()
 
 
-async def test_thousand_posted_orders_reach_order_created_once_across_a_cdc_restart(stack, workers) -> None:
+async def test_thousand_posted_orders_reach_order_created_once_across_a_cdc_restart(
+    stack, workers
+) -> None:
     worker = workers.start({"ORDERS_PARTITIONS": "4"})
     await workers.wait_ready(worker)
-    reader = CdcReader(dsn=stack.dsn, bootstrap=stack.bootstrap, slot="restart_slot", poll_interval=0.2,
-                       fresh_broker=True)
+    reader = CdcReader(
+        dsn=stack.dsn,
+        bootstrap=stack.bootstrap,
+        slot="restart_slot",
+        poll_interval=0.2,
+        fresh_broker=True,
+    )
     await reader.start()
 
     def post(i: int) -> str:
-        status, resp, headers = http("POST", f"{worker.url}/orders", body(i), {"Idempotency-Key": f"k-{i}"})
+        status, resp, headers = http(
+            "POST", f"{worker.url}/orders", body(i), {"Idempotency-Key": f"k-{i}"}
+        )
         assert status == 201, resp
         assert headers["Location"] == f"/orders/{resp['order_id']}"
         return resp["order_id"]
@@ -64,7 +97,9 @@ async def test_thousand_posted_orders_reach_order_created_once_across_a_cdc_rest
     await reader.stop()  # CDC down: the rows keep committing in Postgres
     with ThreadPoolExecutor(8) as pool:
         second = await asyncio.to_thread(lambda: list(pool.map(post, range(500, 1000))))
-    reader = CdcReader(dsn=stack.dsn, bootstrap=stack.bootstrap, slot="restart_slot", poll_interval=0.2)
+    reader = CdcReader(
+        dsn=stack.dsn, bootstrap=stack.bootstrap, slot="restart_slot", poll_interval=0.2
+    )
     await reader.start()  # resumes from the slot: no new snapshot
     try:
         ids = set(first) | set(second)
@@ -87,7 +122,9 @@ async def test_thousand_posted_orders_reach_order_created_once_across_a_cdc_rest
             assert await conn.fetchval("SELECT count(*) FROM orders") == 1000
         finally:
             await conn.close()
-        status, order, _ = await ahttp("GET", f"{worker.url}/orders/{second[-1]}?wait=terminal&timeout=60", timeout=70)
+        status, order, _ = await ahttp(
+            "GET", f"{worker.url}/orders/{second[-1]}?wait=terminal&timeout=60", timeout=70
+        )
         assert status == 200 and order["status"] == "FULFILLED"
     finally:
         await reader.stop()
@@ -123,8 +160,11 @@ async def test_envelopes_match_debezium_insert_update_delete(stack, cdc) -> None
         await conn.close()
 
     async def three() -> list | None:
-        msgs = [m for m in await read_topic(stack.bootstrap, "orders_db.public.orders", idle=0.5)
-                if orjson.loads(m.key) == {"id": "env-1"}]
+        msgs = [
+            m
+            for m in await read_topic(stack.bootstrap, "orders_db.public.orders", idle=0.5)
+            if orjson.loads(m.key) == {"id": "env-1"}
+        ]
         return msgs if len(msgs) >= 4 else None
 
     msgs = await until(three, timeout=20)
@@ -153,7 +193,13 @@ async def test_snapshot_events_are_read_ops(stack, cdc) -> None:
     assert len(values) == 24
     assert all(v["op"] == "r" and v["before"] is None for v in values)
     markers = [v["source"]["snapshot"] for v in values]
-    assert set(markers) <= {"first", "first_in_data_collection", "true", "last_in_data_collection", "last"}
+    assert set(markers) <= {
+        "first",
+        "first_in_data_collection",
+        "true",
+        "last_in_data_collection",
+        "last",
+    }
     assert "last" in markers and "first" in markers
     assert {tuple(orjson.loads(m.key)) for m in msgs} == {("sku",)}
 

@@ -10,8 +10,13 @@ from tests.support import ahttp
 
 pytestmark = pytest.mark.integration
 
-VALID = {"customer_id": "c-42", "country": "DE", "currency": "EUR",
-         "lines": [{"sku": "SKU-0001", "quantity": 2, "unit_price": "19.99"}], "payment_method": "tok_visa"}
+VALID = {
+    "customer_id": "c-42",
+    "country": "DE",
+    "currency": "EUR",
+    "lines": [{"sku": "SKU-0001", "quantity": 2, "unit_price": "19.99"}],
+    "payment_method": "tok_visa",
+}
 
 
 def with_(**changes):  # type: ignore[no-untyped-def]

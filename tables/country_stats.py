@@ -1,0 +1,15 @@
+"""Per-country analytics tables (the ksqlDB replacement).
+
+- ``country_stats``: country -> totals and 1-minute windows (see
+  :mod:`agents.analytics_rules`); written from ``orders_app-status-by-country`` (key
+  country).
+- ``analytics_ledger``: order_id -> what was already counted for it; written from the
+  same stream (an order always maps to one country, so to one partition).
+"""
+
+from __future__ import annotations
+
+from tables import json_table
+
+country_stats = json_table("country_stats", help="country -> totals and windows")
+analytics_ledger = json_table("analytics_ledger", help="order_id -> counted / terminal status")

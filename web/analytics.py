@@ -1,0 +1,104 @@
+"""Analytics views.
+
+- ``GET /analytics/countries``: every country's totals, gathered from every worker that
+  holds partitions of ``country_stats`` (``?local=1`` answers from this worker only).
+- ``GET /analytics/countries/{code}``: totals plus the last per-minute windows, routed to
+  the worker owning the country.
+- ``GET /analytics/stream``: server-sent events, current totals first, then every change
+  (from the worker's :class:`orders_app.feed.Feed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import orjson
+from aiohttp import ClientTimeout
+from aiohttp import web as aioweb
+from faust.web import Request, Response, View
+
+from agents.analytics_rules import merge_totals, totals_view, windows_view
+from orders_app.app import app
+from tables.country_stats import country_stats
+from web.routing import routed
+
+FANOUT_TIMEOUT_S = 5.0
+
+
+def local_totals() -> dict[str, Any]:
+    return {country: totals_view(stats) for country, stats in country_stats.items()}
+
+
+async def _fetch(url: str) -> dict[str, Any]:
+    async with app.http_client.get(url, timeout=ClientTimeout(total=FANOUT_TIMEOUT_S)) as resp:
+        resp.raise_for_status()
+        data: dict[str, Any] = orjson.loads(await resp.read())
+        return data
+
+
+@app.page("/analytics/countries")
+class Countries(View):
+    async def get(self, request: Request) -> Response:
+        mine = {"countries": local_totals()}
+        if request.query.get("local"):
+            return self.json(mine)
+        own = str(app.conf.canonical_url).rstrip("/")
+        others = [
+            str(host).rstrip("/")
+            for host, topics in app.router.table_metadata(country_stats.name).items()
+            if str(host).rstrip("/") != own and any(topics.values())
+        ]
+        try:
+            parts = await asyncio.gather(
+                *(_fetch(f"{host}/analytics/countries?local=1") for host in others)
+            )
+        except Exception as err:  # noqa: BLE001 - a peer down or rebalancing
+            return self.json(
+                {"error": f"could not gather every worker's partitions: {err!r}"},
+                status=503,
+                headers={"Retry-After": "1"},
+            )
+        return self.json({"countries": merge_totals([mine, *parts])})
+
+
+@app.page("/analytics/countries/{code}")
+class Country(View):
+    @routed(country_stats, "code")
+    async def get(self, request: Request, code: str) -> Response:
+        stats = country_stats.get(code.upper())
+        if stats is None:
+            return self.error(404, f"no orders for country {code}")
+        return self.json(
+            {
+                "country": code.upper(),
+                **totals_view(stats),
+                "windows": windows_view(stats, time.time()),
+            }
+        )
+
+
+@app.page("/analytics/stream")
+class Stream(View):
+    async def get(self, request: Request) -> Any:
+        resp = aioweb.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await resp.prepare(request)  # type: ignore[arg-type]
+        await resp.write(b": connected\n\n")
+        with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
+            async for kind, data in app.feed.subscribe():
+                await resp.write(f"event: {kind}\ndata: ".encode() + orjson.dumps(data) + b"\n\n")
+        return resp
+
+
+@app.page("/dead-letters")
+class DeadLetters(View):
+    async def get(self, request: Request) -> Response:
+        return self.json({"dead_letters": list(app.feed.dead_letters)})
