@@ -12,7 +12,6 @@ value; the cost is one small fetch per recovered partition.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -72,7 +71,7 @@ def correct_highwaters(consumer: Any, bootstrap: str) -> None:
         reported = await original(*partitions)
         try:
             return await true_end_offsets(bootstrap, reported)
-        except (OSError, asyncio.TimeoutError) as err:
+        except (TimeoutError, OSError) as err:
             log.warning("could not verify end offsets (%s); using the broker's", err)
             return reported
 

@@ -28,8 +28,8 @@ def json_table(name: str, help: str, *, routable: bool = True, **kwargs: Any) ->
         **kwargs,
     )
     if routable:
-        table.key_serializer = "utf8"
+        table.key_serializer = "utf8"  # type: ignore[attr-defined]
         # The table manager built the changelog topic when the table was registered;
         # rebuild it (lazily) with the UTF-8 key serializer.
-        table._changelog_topic = None
+        table._changelog_topic = None  # type: ignore[attr-defined]
     return table
