@@ -23,7 +23,8 @@ from tables.country_stats import analytics_ledger, country_stats
 
 @app.agent(ORDER_STATUS, name="analytics-repartition")
 async def by_country(stream: Any) -> None:
-    async for _event, change in decoded(stream, StatusChanged, "analytics"):
+    # The notification agent owns this topic's dead letters.
+    async for _event, change in decoded(stream, StatusChanged, "analytics", owner=False):
         await STATUS_BY_COUNTRY.send(
             key=change.country.encode(), value=encode(change), timestamp=change.created_at
         )

@@ -29,6 +29,12 @@ cdc_seen = json_table(
 )
 
 
+def observe(table: str, op: str, source_ts_ms: int) -> None:
+    app.metrics.cdc_events.labels(table, op).inc()
+    if op != "r":  # snapshot reads are not behind the database
+        app.metrics.cdc_lag.set(max(0.0, time.time() - source_ts_ms / 1000))
+
+
 def _parse(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
@@ -43,6 +49,7 @@ async def orders_changes(stream: Any) -> None:
             continue  # tombstone after a delete
         try:
             change = envelope(_parse(event.value))
+            observe(change.source.table, change.op, change.source.ts_ms)
             if change.op not in CREATE_OPS:
                 continue
             assert change.after is not None
@@ -63,6 +70,7 @@ async def products_changes(stream: Any) -> None:
             continue
         try:
             change = envelope(_parse(event.value))
+            observe(change.source.table, change.op, change.source.ts_ms)
             if change.op not in {"c", "r", "u"}:
                 continue
             assert change.after is not None

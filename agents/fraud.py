@@ -49,6 +49,9 @@ async def check(stream: Any) -> None:
             customer_velocity[order.customer_id] = window
             rules = evaluate(order, window, rule_limits)
             fraud_decisions[order.order_id] = rules
+            app.metrics.fraud_checks.labels("rejected" if rules else "passed").inc()
+            for rule in rules:
+                app.metrics.fraud_rejections.labels(rule).inc()
         now = time.time()
         if rules:
             alert = FraudAlert(

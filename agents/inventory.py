@@ -137,6 +137,8 @@ async def collect_replies(stream: Any) -> None:
         if reply.op == "reserve":
             saga, decision, to_release = saga_reply(saga, reply.sku, reply.ok)
             reservations[reply.order_id] = saga
+            if decision is not None:
+                app.metrics.reservations.labels(decision).inc()
             if decision == "reserved":
                 await _updated(saga, "reserved", [])
             elif decision == "out_of_stock":
@@ -149,4 +151,5 @@ async def collect_replies(stream: Any) -> None:
             saga, done = saga_released(saga, reply.sku)
             reservations[reply.order_id] = saga
             if done:
+                app.metrics.reservations.labels("released").inc()
                 await _updated(saga, "released", [])

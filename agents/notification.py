@@ -25,6 +25,7 @@ async def notify(stream: Any) -> None:
         if note is None:
             continue
         notifications[change.order_id] = note
+        app.metrics.notifications.labels(note["template"]).inc()
         await send(
             NOTIFICATION_SENT,
             change.order_id,

@@ -41,6 +41,7 @@ async def charge(stream: Any) -> None:
             result = gateway_charge(order.order_id, order.payment_method, order.total)
             entry = ledger_after_charge(result, order.total, order.currency)
             payments[order.order_id] = entry
+            app.metrics.payments.labels(entry["result"]).inc()
         now = time.time()
         if entry["result"] == "succeeded":
             await send(
@@ -78,6 +79,7 @@ async def refund(stream: Any) -> None:
         if may_refund(entry):
             entry = {**entry, "refunded": True}
             payments[update.order_id] = entry
+            app.metrics.payments.labels("refunded").inc()
         elif not (entry and entry.get("refunded")):
             continue  # never charged: nothing to give back
         await send(

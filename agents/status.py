@@ -9,6 +9,7 @@ change again when a duplicate of its cause arrives.  Rules: :mod:`agents.status_
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -17,7 +18,7 @@ import faust
 from agents.status_rules import apply
 from orders_app import records
 from orders_app.app import app
-from orders_app.records import DecodeError
+from orders_app.records import TERMINAL_STATUSES, DecodeError
 from orders_app.streams import dead_letter, key_str, send
 from orders_app.topics import (
     FRAUD_ALERTS,
@@ -30,6 +31,8 @@ from orders_app.topics import (
     PAYMENT_SUCCESSFUL,
 )
 from tables.order_status import order_status
+
+log = logging.getLogger(__name__)
 
 RECORD_BY_TOPIC: dict[str, type[faust.Record]] = {
     "order_created": records.OrderCreated,
@@ -82,7 +85,23 @@ async def track(stream: Any) -> None:
         if not order_id:
             await dead_letter(event, "no order id", "status")
             continue
-        doc, changes = apply(order_status.get(order_id), order_id, record, time.time())
+        before = order_status.get(order_id)
+        now = time.time()
+        doc, changes = apply(before, order_id, record, now)
         order_status[order_id] = doc
+        if (
+            doc["published"] in TERMINAL_STATUSES
+            and (before or {}).get("published") != doc["published"]
+        ):
+            app.metrics.orders_terminal.labels(doc["status"], doc["country"]).inc()
+            app.metrics.end_to_end.observe(max(0.0, now - float(doc["created_at"])))
+            if doc["status"] == "FULFILLED":
+                app.metrics.revenue.labels(doc["country"]).inc(float(doc["total"]))
         for change in changes:
+            log.debug(
+                "order %s -> %s",
+                order_id,
+                change.status,
+                extra={"order_id": order_id, "topic": topic, "partition": event.message.partition},
+            )
             await send(ORDER_STATUS, order_id, change)

@@ -15,10 +15,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import faust
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from mode import ServiceT
 
 from orders_app.db import Database
 from orders_app.feed import Feed
+from orders_app.logs import logging_config
+from orders_app.metrics import BusinessMetrics
 from orders_app.offsets import correct_highwaters
 from orders_app.settings import Settings, load_settings_or_exit
 
@@ -29,6 +32,7 @@ class OrdersApp(faust.App):
     _orders_settings: Settings | None = None
     _database: Database | None = None
     _feed: Feed | None = None
+    _metrics: BusinessMetrics | None = None
 
     @property
     def settings(self) -> Settings:
@@ -48,6 +52,13 @@ class OrdersApp(faust.App):
         return self._database
 
     @property
+    def metrics(self) -> BusinessMetrics:
+        """The app's Prometheus registry and business metrics."""
+        if self._metrics is None:
+            self._metrics = BusinessMetrics()
+        return self._metrics
+
+    @property
     def feed(self) -> Feed:
         """The live analytics / dead-letter feed for the web layer (server mode only)."""
         if self._feed is None:
@@ -61,6 +72,10 @@ class OrdersApp(faust.App):
         return consumer
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:
+        if not isinstance(self.monitor, PrometheusMonitor):
+            # Faust's own sensors, on the app's registry beside the business metrics.
+            faust_metrics = FaustMetrics.create(self.metrics.registry, "faust")
+            self.monitor = PrometheusMonitor(metrics=faust_metrics)
         deps = list(super().on_init_dependencies())
         if not (self.producer_only or self.client_only):
             deps += [self.db, self.feed]
@@ -89,6 +104,8 @@ def apply_settings(conf: Any, settings: Settings) -> None:
     conf.table_standby_replicas = 0
     conf.web_enabled = True
     conf.producer_acks = -1
+    if settings.log_format == "json":
+        conf.logging_config = logging_config()
 
 
 app = OrdersApp(

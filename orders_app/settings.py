@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     fraud_blocked_countries: Annotated[frozenset[str], NoDecode] = Field(
         frozenset(), description="comma-separated ISO country codes to reject"
     )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="worker log lines: text, or json (one JSON object per line)"
+    )
     generator_rate: float = Field(
         20.0, ge=0, le=100000, description="orders/s of the load generator"
     )

@@ -17,6 +17,7 @@ import faust
 from faust.types import EventT, StreamT
 
 from orders_app import records
+from orders_app.app import app
 from orders_app.records import DeadLetter, DecodeError, encode
 from orders_app.topics import DEAD_LETTERS
 
@@ -49,23 +50,40 @@ async def dead_letter(event: EventT[Any], error: str, agent: str) -> None:
         at=time.time(),
     )
     log.warning(
-        "dead letter from %s[%s]@%s (%s): %s", msg.topic, msg.partition, msg.offset, agent, error
+        "dead letter from %s[%s]@%s (%s): %s",
+        msg.topic,
+        msg.partition,
+        msg.offset,
+        agent,
+        error,
+        extra={
+            "topic": msg.topic,
+            "partition": msg.partition,
+            "offset": msg.offset,
+            "order_id": letter.key,
+            "agent": agent,
+        },
     )
+    app.metrics.dead_letters.labels(msg.topic).inc()
     await DEAD_LETTERS.send(key=msg.key, value=encode(letter))
 
 
 async def decoded(
-    stream: StreamT[Any], cls: type[R], agent: str
+    stream: StreamT[Any], cls: type[R], agent: str, *, owner: bool = True
 ) -> AsyncIterator[tuple[EventT[Any], R]]:
-    """Yield ``(event, record)`` for every decodable event; dead-letter the rest."""
+    """Yield ``(event, record)`` for every decodable event; dead-letter the rest.
+
+    When several agents read one topic, only its ``owner`` dead-letters a bad message
+    (one dead letter per bad message); the others skip it."""
     async for event in stream.events():
         try:
             record = records.decode(cls, event.value)
-        except DecodeError as err:
-            await dead_letter(event, str(err), agent)
-            continue
         except Exception as err:  # noqa: BLE001 - a decoder gap must not stop the agent
-            await dead_letter(event, f"{type(err).__name__}: {err}", agent)
+            if owner:
+                reason = (
+                    str(err) if isinstance(err, DecodeError) else f"{type(err).__name__}: {err}"
+                )
+                await dead_letter(event, reason, agent)
             continue
         yield event, record
 
