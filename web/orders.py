@@ -27,6 +27,7 @@ from web.orders_rules import OrderIn, field_errors
 from web.routing import routed
 
 MAX_WAIT_S = 60.0
+STATUSES = ("CREATED", "VALIDATED", "PAID", *sorted(TERMINAL_STATUSES))
 
 
 def authorized(request: Request) -> bool:
@@ -124,9 +125,24 @@ class OrderDetail(View):
     async def get(self, request: Request, order_id: str) -> Response:
         wait = request.query.get("wait")
         doc = order_status.get(order_id)
-        if wait:
+        if wait is not None:
+            if wait.lower() != "terminal" and wait.upper() not in STATUSES:
+                return self.json(
+                    {
+                        "error": "invalid query",
+                        "errors": [
+                            {
+                                "field": "wait",
+                                "message": f"one of {', '.join(STATUSES)} or terminal",
+                            }
+                        ],
+                    },
+                    status=422,
+                )
             try:
                 timeout = min(float(request.query.get("timeout", "10")), MAX_WAIT_S)
+                if timeout != timeout:  # NaN
+                    raise ValueError("nan")
             except ValueError:
                 return self.json(
                     {
