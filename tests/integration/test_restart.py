@@ -63,9 +63,10 @@ async def test_clean_restart_rebuilds_tables_from_changelogs(stack, workers, cdc
     assert recovered < 60
 
     # and the rebuilt state keeps working: new orders reserve from the recovered stock
-    more, more_expected = make_orders(100, seed=22, prefix="rs2")
+    more, _more_expected = make_orders(100, seed=22, prefix="rs2")
     await produce(stack.bootstrap, more)
     await settled_countries(second.url, len(orders) + len(more))
     for sku in SKUS:
         status, inv, _ = await ahttp("GET", f"{second.url}/inventory/{sku}")
+        assert status == 200
         assert inv["available"] + inv["reserved"] == inv["total"] and inv["available"] >= 0
