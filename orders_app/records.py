@@ -366,6 +366,8 @@ def _raw_types_ok(data: dict[str, Any], cls: type) -> None:
             raise DecodeError(f"{name}: expected a string")
         if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
             raise DecodeError(f"{name}: expected an integer")
+        if hint is float and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise DecodeError(f"{name}: expected a number")
         if hint is Decimal and (isinstance(value, bool) or not isinstance(value, str | int)):
             raise DecodeError(f"{name}: expected a decimal string")
         origin = typing.get_origin(hint)
