@@ -20,6 +20,7 @@ from mode import ServiceT
 
 from orders_app.db import Database
 from orders_app.feed import Feed
+from orders_app.group import leave_group_on_stop
 from orders_app.logs import logging_config
 from orders_app.metrics import BusinessMetrics
 from orders_app.offsets import correct_highwaters
@@ -69,6 +70,8 @@ class OrdersApp(faust.App):
         consumer = super()._new_consumer()
         # Table recovery must not trust the embedded broker's ListOffsets (see offsets.py).
         correct_highwaters(consumer, self.settings.kafka_bootstrap)
+        # Generation-0 groups (Tansu) get no LeaveGroup from aiokafka (see group.py).
+        leave_group_on_stop(consumer)
         return consumer
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:
