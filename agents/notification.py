@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agents.notification_rules import notification_for
+from agents.notification_rules import notification_for, notification_id
 from orders_app.app import app
 from orders_app.records import NotificationSent, StatusChanged
 from orders_app.streams import decoded, send
@@ -30,6 +30,7 @@ async def notify(stream: Any) -> None:
             NOTIFICATION_SENT,
             change.order_id,
             NotificationSent(
+                notification_id=notification_id(change.order_id, note["template"]),
                 order_id=change.order_id,
                 customer_id=change.customer_id,
                 status=change.status,

@@ -6,6 +6,7 @@ order id makes a redelivered terminal change send nothing more.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from orders_app.records import OrderStatus, StatusChanged
@@ -16,6 +17,10 @@ TEMPLATES = {
     OrderStatus.PAYMENT_FAILED: "payment_failed",
     OrderStatus.CANCELLED: "order_cancelled_refunded",
 }
+
+
+def notification_id(order_id: str, template: str) -> str:
+    return "ntf_" + hashlib.sha256(f"{order_id}|{template}".encode()).hexdigest()[:24]
 
 
 def notification_for(change: StatusChanged, ledger: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -139,6 +139,10 @@ class InventoryUpdated(faust.Record, namespace="orders.InventoryUpdated", **_OPT
 
 
 class NotificationSent(faust.Record, namespace="orders.NotificationSent", **_OPTS):
+    """``notification_id`` is deterministic per order and template, so a delivery
+    service deduplicates a notification repeated after a crash."""
+
+    notification_id: str
     order_id: str
     customer_id: str
     status: str
