@@ -18,7 +18,7 @@ import orjson
 
 from agents.cdc_rules import CREATE_OPS, envelope, order_from_row, product_level
 from orders_app.app import app
-from orders_app.records import DecodeError, StockCommand
+from orders_app.records import ChangeEvent, DecodeError, StockCommand
 from orders_app.streams import dead_letter, send
 from orders_app.topics import ORDER_CREATED, ORDERS_CDC, PRODUCTS_CDC, STOCK_COMMANDS
 from tables import json_table
@@ -27,6 +27,11 @@ cdc_seen = json_table(
     "cdc_seen",
     help="order id -> LSN of the change already turned into order_created",
 )
+
+
+def expect_table(change: ChangeEvent, table: str) -> None:
+    if change.source.table != table:
+        raise DecodeError(f"source.table: {change.source.table!r} on the {table} topic")
 
 
 def observe(table: str, op: str, source_ts_ms: int) -> None:
@@ -49,6 +54,7 @@ async def orders_changes(stream: Any) -> None:
             continue  # tombstone after a delete
         try:
             change = envelope(_parse(event.value))
+            expect_table(change, "orders")
             observe(change.source.table, change.op, change.source.ts_ms)
             if change.op not in CREATE_OPS:
                 continue
@@ -70,6 +76,7 @@ async def products_changes(stream: Any) -> None:
             continue
         try:
             change = envelope(_parse(event.value))
+            expect_table(change, "products")
             observe(change.source.table, change.op, change.source.ts_ms)
             if change.op not in {"c", "r", "u"}:
                 continue

@@ -21,7 +21,12 @@ import asyncpg
 import orjson
 import pytest
 
-from tests.integration.test_analytics import add_zero_stock_sku, assert_matches_truth, make_orders, truth
+from tests.integration.test_analytics import (
+    add_zero_stock_sku,
+    assert_matches_truth,
+    make_orders,
+    truth,
+)
 from tests.support import ahttp, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -37,14 +42,31 @@ async def insert_paced(dsn: str, orders: list, rate: float) -> None:
         batch = 50
         for i in range(0, len(orders), batch):
             rows = [
-                (o.order_id, o.customer_id, o.country, o.currency, o.total,
-                 json.dumps([{"sku": ln.sku, "quantity": ln.quantity, "unit_price": str(ln.unit_price)}
-                             for ln in o.lines]), o.payment_method)
+                (
+                    o.order_id,
+                    o.customer_id,
+                    o.country,
+                    o.currency,
+                    o.total,
+                    json.dumps(
+                        [
+                            {
+                                "sku": ln.sku,
+                                "quantity": ln.quantity,
+                                "unit_price": str(ln.unit_price),
+                            }
+                            for ln in o.lines
+                        ]
+                    ),
+                    o.payment_method,
+                )
                 for o in orders[i : i + batch]
             ]
             await conn.executemany(
                 "INSERT INTO orders (id, customer_id, country, currency, total, lines, payment_method) "
-                "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)", rows)
+                "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)",
+                rows,
+            )
             delay = start + (i + batch) / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -119,8 +141,13 @@ async def test_kill_9_mid_stream_loses_and_doubles_nothing(stack, workers, cdc, 
     per_order = Counter(oid for oid_list in notes.values() for oid in set(oid_list))
     assert set(per_order) == truth_ids and max(per_order.values()) == 1  # one notification id each
 
-    taken = sum(ln.quantity for o in orders if expected[o.order_id] == "FULFILLED" for ln in o.lines
-                if ln.sku == "SKU-0001")
+    taken = sum(
+        ln.quantity
+        for o in orders
+        if expected[o.order_id] == "FULFILLED"
+        for ln in o.lines
+        if ln.sku == "SKU-0001"
+    )
     status, inv, _ = await ahttp("GET", f"{replacement.url}/inventory/SKU-0001")
     assert inv["reserved"] == taken, (inv, taken)  # no reservation doubled or lost
     assert inv["available"] + inv["reserved"] == inv["total"]

@@ -124,3 +124,108 @@ async def test_poison_messages_go_to_dead_letters(stack, workers, cdc) -> None:
     for d in letters:
         assert d["error"] and d["agent"] and d["offset"] >= 0 and d["key"].startswith("bad-")
     assert worker.proc.poll() is None  # no agent crashed the worker
+
+
+def _poison(rng, topic: str, i: int) -> bytes:  # type: ignore[no-untyped-def]
+    source = {
+        "version": "2.7.3.Final",
+        "connector": "postgresql",
+        "name": "orders_db",
+        "ts_ms": 1,
+        "snapshot": "false",
+        "db": "orders",
+        "sequence": None,
+        "schema": "public",
+        "table": "orders",
+        "txId": 1,
+        "lsn": 1,
+        "xmin": None,
+    }
+    kinds = [
+        lambda: b"{" + str(i).encode(),
+        lambda: b"\xff\xfe" + bytes(rng.randrange(256) for _ in range(8)),
+        lambda: orjson.dumps({"order_id": i, "total": [1]}),
+        lambda: orjson.dumps([i]),
+        lambda: orjson.dumps({"order_id": f"x{i}", "lines": "nope", "total": "1.0"}),
+    ]
+    if topic.startswith("orders_db."):
+        kinds += [
+            lambda: orjson.dumps(
+                {
+                    "before": None,
+                    "after": {"id": f"u{i}"},
+                    "op": "c",
+                    "ts_ms": 1,
+                    "source": {**source, "table": "unknown_table"},
+                }
+            ),
+            lambda: orjson.dumps({"before": None, "op": "c", "ts_ms": 1, "source": source}),
+            lambda: orjson.dumps(
+                {
+                    "before": None,
+                    "after": {"sku": 5, "stock": "many", "id": 7},
+                    "op": "c",
+                    "ts_ms": "x",
+                    "source": source,
+                }
+            ),
+        ]
+    return rng.choice(kinds)()
+
+
+async def test_thousand_poison_messages_exactly_thousand_dead_letters(stack, workers, cdc) -> None:
+    import random
+
+    rng = random.Random(99)
+    worker = workers.start()
+    await workers.wait_ready(worker)
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=5)
+    await producer.start()
+    good = []
+    try:
+        futs = []
+        for i in range(1000):
+            topic = INPUT_TOPICS[i % len(INPUT_TOPICS)]
+            futs.append(
+                await producer.send(topic, key=f"poison-{i}".encode(), value=_poison(rng, topic, i))
+            )
+            if i % 50 == 0:  # valid traffic interleaved
+                order = OrderCreated(
+                    order_id=f"ok-{i}",
+                    customer_id=f"c-ok-{i}",
+                    country="DE",
+                    currency="EUR",
+                    total=Decimal("11.99"),
+                    lines=[OrderLine(sku="SKU-0001", quantity=1, unit_price=Decimal("11.99"))],
+                    payment_method="tok_visa",
+                    created_at=time.time(),
+                )
+                futs.append(
+                    await producer.send(
+                        "order_created", key=order.order_id.encode(), value=encode(order)
+                    )
+                )
+                good.append(order.order_id)
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+    for oid in good:
+        status, body, _ = await ahttp(
+            "GET", f"{worker.url}/orders/{oid}?wait=terminal&timeout=60", timeout=70
+        )
+        assert status == 200 and body["status"] == "FULFILLED", (oid, body)
+    deadline = time.monotonic() + 60
+    letters: list = []
+    while time.monotonic() < deadline:
+        letters = await read_topic(stack.bootstrap, "dead_letters", idle=1.0)
+        if len(letters) >= 1000:
+            break
+        await asyncio.sleep(1)
+    await asyncio.sleep(2)
+    letters = await read_topic(stack.bootstrap, "dead_letters", idle=1.0)
+    keys = Counter(m.key for m in letters)
+    assert len(letters) == 1000, (len(letters), [k for k, n in keys.items() if n > 1][:5])
+    assert set(keys) == {f"poison-{i}".encode() for i in range(1000)}
+    assert all(orjson.loads(m.value)["error"] for m in letters)
+    assert worker.proc.poll() is None
+    assert "Traceback" not in worker.log.read_text()

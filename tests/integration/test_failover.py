@@ -85,7 +85,12 @@ async def test_sigterm_one_of_two_workers_mid_stream(stack, workers, cdc) -> Non
         status, inv, _ = await ahttp("GET", f"{survivor.url}/inventory/{sku}")
         assert status == 200 and inv["available"] >= 0
         assert inv["available"] + inv["reserved"] == inv["total"]
-    taken = sum(ln.quantity for o in orders if expected[o.order_id] == "FULFILLED" for ln in o.lines
-                if ln.sku == "SKU-0001")
+    taken = sum(
+        ln.quantity
+        for o in orders
+        if expected[o.order_id] == "FULFILLED"
+        for ln in o.lines
+        if ln.sku == "SKU-0001"
+    )
     status, inv, _ = await ahttp("GET", f"{survivor.url}/inventory/SKU-0001")
     assert inv["reserved"] == taken
