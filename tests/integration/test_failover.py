@@ -44,7 +44,7 @@ async def test_sigterm_one_of_two_workers_mid_stream(stack, workers, cdc) -> Non
     # an order owned by the worker that is about to leave
     owned = None
     for o in first:
-        status, body, _ = await ahttp("GET", f"{leaving.url}/orders/{o.order_id}?local=1")
+        status, _body, _ = await ahttp("GET", f"{leaving.url}/orders/{o.order_id}?local=1")
         if status == 200:
             owned = o.order_id
             break
@@ -54,7 +54,7 @@ async def test_sigterm_one_of_two_workers_mid_stream(stack, workers, cdc) -> Non
     leaving.proc.send_signal(signal.SIGTERM)
     answered_after = None
     while time.monotonic() - stopped_at < 30:
-        status, body, _ = await ahttp("GET", f"{survivor.url}/orders/{owned}", timeout=12)
+        status, _body, _ = await ahttp("GET", f"{survivor.url}/orders/{owned}", timeout=12)
         if status == 200:
             answered_after = time.monotonic() - stopped_at
             break
