@@ -78,6 +78,7 @@ class CdcReader(Service):
         self.conn: asyncpg.Connection | None = None
         self.producer: AIOKafkaProducer | None = None
         self.reader = pgoutput.Reader()
+        self._primary_keys: dict[tuple[str, str], list[str]] = {}
         self.db_name = ""
         self.last_commit_lsn: int | None = None
         self.events_published = 0
@@ -96,10 +97,11 @@ class CdcReader(Service):
         )
         # REPLICA IDENTITY FULL marks every column as "key" in pgoutput Relation messages;
         # Debezium keys by the primary key, so take the key columns from the catalogue.
-        self.reader.primary_keys = {
+        self._primary_keys = {
             (rel.schema, rel.table): [c.name for c in rel.columns if c.key]
             for rel in await self._relations()
         }
+        self.reader.primary_keys = self._primary_keys
         needs_snapshot = not exists or await self._topics_empty()
         if exists and needs_snapshot:
             await self.conn.execute("SELECT pg_drop_replication_slot($1)", self.slot)
@@ -111,6 +113,19 @@ class CdcReader(Service):
             assert row is not None
             await self._snapshot(lsn_int(row["lsn"]))
         self.add_future(self._stream())
+
+    async def _reconnect(self) -> None:
+        """A fresh connection after a failed poll (unpublished changes stay in the slot)."""
+        old, self.conn = self.conn, None
+        if old is not None:
+            old.terminate()
+        try:
+            self.conn = await asyncpg.connect(self.dsn)
+            await self.conn.execute("SET TIME ZONE 'UTC'")
+        except (OSError, asyncpg.PostgresError) as err:
+            log.warning("cdc: reconnect failed: %s", err)
+        self.reader = pgoutput.Reader()
+        self.reader.primary_keys = self._primary_keys
 
     async def on_stop(self) -> None:
         if self.producer is not None:
@@ -214,10 +229,11 @@ class CdcReader(Service):
         while not self.should_stop:
             try:
                 published = await self.poll_once()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as err:
-                log.warning("cdc: poll failed, retrying: %s", err)
+            except Exception as err:  # noqa: BLE001 - the slot has not moved: retry is safe
+                log.warning("cdc: poll failed (%r); reconnecting and retrying", err)
                 published = 0
                 await asyncio.sleep(min(self.poll_interval, 1.0))
+                await self._reconnect()
             if published:
                 backoff = MIN_BACKOFF
                 continue
@@ -226,7 +242,9 @@ class CdcReader(Service):
 
     async def poll_once(self) -> int:
         """Publish one batch of committed transactions; returns the number of changes."""
-        assert self.conn is not None and self.producer is not None
+        if self.conn is None:
+            raise ConnectionError("no database connection")
+        assert self.producer is not None
         rows = await self.conn.fetch(
             "SELECT lsn::text AS lsn, data FROM pg_logical_slot_peek_binary_changes("
             "$1, NULL, $2, 'proto_version', '1', 'publication_names', $3)",
