@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from agents.analytics_rules import WINDOW_S, apply_change, average_order_value, window_start
+from agents.reconcile import take_country_fix
 from orders_app.app import app
 from orders_app.records import CountryStats, StatusChanged, encode
 from orders_app.streams import decoded, send
@@ -33,6 +34,9 @@ async def by_country(stream: Any) -> None:
 @app.agent(STATUS_BY_COUNTRY, name="analytics")
 async def aggregate(stream: Any) -> None:
     async for _event, change in decoded(stream, StatusChanged, "analytics"):
+        fixed = take_country_fix(change.country)
+        if fixed is not None:
+            country_stats[change.country] = fixed
         stats, ledger, changed = apply_change(
             country_stats.get(change.country), analytics_ledger.get(change.order_id), change
         )

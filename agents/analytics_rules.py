@@ -34,6 +34,10 @@ def apply_change(
     """-> (new stats, new ledger entry for the order, changed?)."""
     stats = stats or empty_stats(change.country)
     ledger = dict(ledger or {"counted": False, "terminal": None})
+    # what a rebuild from the ledger needs (see stats_from_ledger)
+    ledger.update(
+        country=change.country, total=str(change.total), window=window_start(change.created_at)
+    )
     new = {**stats, "by_status": dict(stats["by_status"]), "windows": dict(stats["windows"])}
     changed = False
     key = str(window_start(change.created_at))
@@ -98,3 +102,32 @@ def merge_totals(parts: list[dict[str, Any]]) -> dict[str, Any]:
     for part in parts:
         out.update(part.get("countries", {}))
     return dict(sorted(out.items()))
+
+
+def stats_from_ledger(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Rebuild every country's stats from the per-order ledger entries.
+
+    The ledger entry of an order is one record, so it is exact after a crash; the
+    country totals are a second record and may lag or lead it by one order.  Rebuilding
+    from the ledger after recovery makes the totals exact again."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        if not e.get("counted") or "country" not in e:
+            continue
+        stats = out.setdefault(e["country"], empty_stats(e["country"]))
+        key = str(e["window"])
+        window = stats["windows"].setdefault(key, {"orders": 0, "revenue": "0"})
+        stats["orders"] += 1
+        window["orders"] += 1
+        status = e.get("terminal")
+        if status:
+            stats["by_status"][status] = stats["by_status"].get(status, 0) + 1
+            if status == OrderStatus.FULFILLED:
+                stats["revenue"] = str(Decimal(stats["revenue"]) + Decimal(e["total"]))
+                window["revenue"] = str(Decimal(window["revenue"]) + Decimal(e["total"]))
+    for stats in out.values():
+        newest = max(int(k) for k in stats["windows"])
+        stats["windows"] = {
+            k: v for k, v in stats["windows"].items() if int(k) > newest - WINDOW_RETENTION_S
+        }
+    return out

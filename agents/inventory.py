@@ -28,6 +28,7 @@ from agents.inventory_rules import (
     saga_start,
     set_total,
 )
+from agents.reconcile import take_stock_fix
 from orders_app.app import app
 from orders_app.records import (
     InventoryUpdated,
@@ -95,6 +96,9 @@ async def reserve_order(stream: Any) -> None:
 @app.agent(STOCK_COMMANDS, name="inventory-stock")
 async def stock_commands(stream: Any) -> None:
     async for event, cmd in decoded(stream, StockCommand, "inventory"):
+        fixed = take_stock_fix(cmd.sku)
+        if fixed is not None:
+            stock[cmd.sku] = fixed
         if cmd.op == "restock":
             stock[cmd.sku] = set_total(stock.get(cmd.sku), cmd.quantity)
             continue

@@ -21,6 +21,7 @@ from aiohttp import web as aioweb
 from faust.web import Request, Response, View
 
 from agents.analytics_rules import merge_totals, totals_view, windows_view
+from agents.reconcile import country_view, pending
 from orders_app.app import app
 from tables.country_stats import country_stats
 from web.routing import routed
@@ -29,7 +30,9 @@ FANOUT_TIMEOUT_S = 5.0
 
 
 def local_totals() -> dict[str, Any]:
-    return {country: totals_view(stats) for country, stats in country_stats.items()}
+    countries = {country: country_view(country) for country in country_stats}
+    countries.update(pending.countries)
+    return {country: totals_view(stats) for country, stats in countries.items() if stats}
 
 
 async def _fetch(url: str) -> dict[str, Any]:
@@ -68,7 +71,7 @@ class Countries(View):
 class Country(View):
     @routed(country_stats, "code")
     async def get(self, request: Request, code: str) -> Response:
-        stats = country_stats.get(code.upper())
+        stats = country_view(code.upper())
         if stats is None:
             return self.error(404, f"no orders for country {code}")
         return self.json(

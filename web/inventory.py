@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from faust.web import Request, Response, View
 
+from agents.reconcile import stock_view
 from orders_app.app import app
 from tables.stock import stock
 from web.routing import routed
@@ -14,7 +15,7 @@ from web.routing import routed
 class Inventory(View):
     @routed(stock, "sku")
     async def get(self, request: Request, sku: str) -> Response:
-        entry = stock.get(sku)
+        entry = stock_view(sku)
         if entry is None:
             return self.error(404, f"sku {sku} not found")
         return self.json(

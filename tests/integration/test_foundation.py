@@ -125,3 +125,41 @@ def test_unreachable_broker_is_one_line_naming_the_setting() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "ORDERS_BROKER_URL" in lines[0]
+
+
+async def test_plain_faust_cli_starts_the_same_worker(stack, tmp_path) -> None:
+    import asyncio
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "ORDERS_BROKER_URL": stack.broker_url,
+        "ORDERS_POSTGRES_DSN": stack.dsn,
+        "ORDERS_WEB_PORT": str(port),
+        "ORDERS_DATA_DIR": str(tmp_path / "state"),
+    }
+    faust_bin = os.path.join(os.path.dirname(sys.executable), "faust")
+    proc = subprocess.Popen(
+        [faust_bin, "-A", "orders_app.app", "worker", "-l", "info"],
+        env=env,
+        cwd=ROOT,
+        stdout=(tmp_path / "w.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        status = 0
+        while time.monotonic() < deadline and status != 200:
+            status, _body, _ = await ahttp("GET", f"http://127.0.0.1:{port}/ready", timeout=2)
+            await asyncio.sleep(0.3)
+        assert status == 200, (tmp_path / "w.log").read_text()[-3000:]
+        await produce(stack.bootstrap, order("o-faust-cli", token="tok_chargeDeclined"))
+        status, body, _ = await ahttp(
+            "GET",
+            f"http://127.0.0.1:{port}/orders/o-faust-cli?wait=terminal&timeout=30",
+            timeout=40,
+        )
+        assert status == 200 and body["status"] == "PAYMENT_FAILED"
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -409,3 +409,18 @@ def test_stock_never_negative_and_available_plus_reserved_is_total(
         )
         s = stocks[sku]
         assert (s["reserved"] if s is not None else 0) == held
+
+
+def test_reserved_from_ledger_sums_only_live_reservations() -> None:
+    from agents.inventory_rules import reserved_from_ledger, with_reserved
+
+    entries = [
+        ("SKU-1|o1", {"state": "reserved", "quantity": 2}),
+        ("SKU-1|o2", {"state": "released", "quantity": 5}),
+        ("SKU-1|o3", {"state": "failed", "quantity": 9}),
+        ("SKU-2|o1", {"state": "reserved", "quantity": 1}),
+        ("SKU-3|o4", {"state": "released", "quantity": 1}),
+    ]
+    assert reserved_from_ledger(entries) == {"SKU-1": 2, "SKU-2": 1, "SKU-3": 0}
+    fixed = with_reserved({"available": 90, "reserved": 6, "total": 100}, 2)
+    assert fixed == {"available": 98, "reserved": 2, "total": 100}

@@ -413,3 +413,23 @@ def test_view_shape(mk) -> None:
     # internal bookkeeping stays out of the API body
     assert "published" not in body
     assert "has_details" not in body
+
+
+def test_country_stats_rebuilt_from_ledger_equal_incremental(mk) -> None:
+    from agents.analytics_rules import apply_change, stats_from_ledger
+
+    stats: dict = {}
+    ledgers: dict = {}
+    changes = [
+        mk.status_changed("CREATED", terminal=False, order_id="a", country="DE"),
+        mk.status_changed("FULFILLED", terminal=True, order_id="a", country="DE"),
+        mk.status_changed("REJECTED", terminal=True, order_id="b", country="DE"),
+        mk.status_changed("FULFILLED", terminal=True, order_id="c", country="FR"),
+        mk.status_changed("FULFILLED", terminal=True, order_id="c", country="FR"),  # duplicate
+    ]
+    for ch in changes:
+        new, ledger, _changed = apply_change(stats.get(ch.country), ledgers.get(ch.order_id), ch)
+        stats[ch.country] = new
+        ledgers[ch.order_id] = ledger
+    assert stats_from_ledger(list(ledgers.values())) == stats
+    assert stats["DE"]["orders"] == 2 and stats["FR"]["by_status"] == {"FULFILLED": 1}
