@@ -4,8 +4,10 @@ Input ``orders_db.public.orders`` (key ``{"id": ...}``) -> ``order_created`` (ke
 order_id); input ``orders_db.public.products`` (key ``{"sku": ...}``) ->
 ``orders_app-stock-commands`` restock (key sku).  Works identically on Debezium's and the
 embedded reader's events.  Idempotent on replays (snapshot/stream overlap, redelivery):
-an order id already emitted is not emitted again (``cdc_seen`` table, written from the
-orders CDC stream).  Tombstones are skipped; anything undecodable is dead-lettered.
+an order already emitted from another change is not emitted again (``cdc_seen``: order
+id -> LSN, written from the orders CDC stream); a redelivery of the same change emits
+again (downstream is idempotent per order id), so a crash between the two writes loses
+nothing.  Tombstones are skipped; anything undecodable is dead-lettered.
 Rules: :mod:`agents.cdc_rules`.
 """
 
@@ -63,9 +65,13 @@ async def orders_changes(stream: Any) -> None:
         except (DecodeError, TypeError, ValueError, ArithmeticError) as err:
             await dead_letter(event, str(err), "cdc")
             continue
-        if cdc_seen.get(order.order_id) is not None:
-            continue
-        cdc_seen[order.order_id] = change.source.lsn or 0
+        lsn = change.source.lsn or 0
+        seen = cdc_seen.get(order.order_id)
+        if seen is not None and seen != lsn:
+            continue  # the same order from another change (snapshot/stream overlap)
+        # First time, or a redelivery of the very same change: emit (again), since a
+        # crash may have kept the cdc_seen record and lost the order_created one.
+        cdc_seen[order.order_id] = lsn
         await send(ORDER_CREATED, order.order_id, order, timestamp=order.created_at)
 
 

@@ -139,6 +139,22 @@ async def collect_replies(stream: Any) -> None:
             log.warning("stock reply for unknown order %s", reply.order_id)
             continue
         if reply.op == "reserve":
+            if saga["state"] != "pending" and reply.sku in saga["replies"]:
+                # A repeated reply after the decision: emit the decision again (a crash
+                # may have kept the saga record and lost the inventory_updated one).
+                decision = "reserved" if saga["state"] == "reserved" else "out_of_stock"
+                await _updated(saga, decision, missing_skus(saga))
+                if saga["state"] == "out_of_stock":  # releases not all acknowledged yet
+                    for sku, good in saga["replies"].items():
+                        if good and sku not in saga["released"]:
+                            await _command(
+                                "release",
+                                sku,
+                                saga["wanted"][sku],
+                                reply.order_id,
+                                len(saga["wanted"]),
+                            )
+                continue
             saga, decision, to_release = saga_reply(saga, reply.sku, reply.ok)
             reservations[reply.order_id] = saga
             if decision is not None:

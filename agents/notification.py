@@ -2,7 +2,8 @@
 
 Key: order_id (co-partitioned with the ``notifications`` ledger).  Exactly one
 notification per order, with the template of its terminal status; a redelivered change
-sends nothing more.  Rules: :mod:`agents.notification_rules`.
+is sent again with the same ``notification_id`` (a crash may have lost the first send;
+delivery deduplicates by id).  Rules: :mod:`agents.notification_rules`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agents.notification_rules import notification_for, notification_id
+from agents.notification_rules import notification_for, notification_id, resend_for
 from orders_app.app import app
 from orders_app.records import NotificationSent, StatusChanged
 from orders_app.streams import decoded, send
@@ -21,11 +22,15 @@ from tables.order_status import notifications
 @app.agent(ORDER_STATUS, name="notification")
 async def notify(stream: Any) -> None:
     async for _event, change in decoded(stream, StatusChanged, "notification"):
-        note = notification_for(change, notifications.get(change.order_id))
-        if note is None:
-            continue
-        notifications[change.order_id] = note
-        app.metrics.notifications.labels(note["template"]).inc()
+        ledger = notifications.get(change.order_id)
+        note = notification_for(change, ledger)
+        if note is not None:
+            notifications[change.order_id] = note
+            app.metrics.notifications.labels(note["template"]).inc()
+        else:
+            note = resend_for(change, ledger)
+            if note is None:
+                continue
         await send(
             NOTIFICATION_SENT,
             change.order_id,

@@ -23,6 +23,15 @@ def notification_id(order_id: str, template: str) -> str:
     return "ntf_" + hashlib.sha256(f"{order_id}|{template}".encode()).hexdigest()[:24]
 
 
+def resend_for(change: StatusChanged, ledger: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A terminal change delivered again after its notification was recorded: send the
+    same notification again (same id) - a crash may have kept the ledger record and lost
+    the notification; delivery deduplicates by ``notification_id``."""
+    if not change.terminal or ledger is None or ledger.get("status") != change.status:
+        return None
+    return ledger
+
+
 def notification_for(change: StatusChanged, ledger: dict[str, Any] | None) -> dict[str, Any] | None:
     """The notification to send now, or None (not terminal, or already notified)."""
     if not change.terminal or ledger is not None or change.status not in TEMPLATES:

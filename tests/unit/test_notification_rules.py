@@ -51,3 +51,14 @@ def test_no_second_notification_when_ledger_exists(mk, status: str) -> None:
     assert first is not None
     assert notification_for(change, first) is None
     assert notification_for(change, {}) is None, "any ledger entry, even empty, means sent"
+
+
+def test_a_redelivered_terminal_change_resends_the_recorded_notification(mk) -> None:
+    from agents.notification_rules import notification_for, resend_for
+
+    change = mk.status_changed("FULFILLED", terminal=True)
+    first = notification_for(change, None)
+    assert first is not None
+    assert resend_for(change, first) == first
+    assert resend_for(mk.status_changed("PAID", terminal=False), first) is None
+    assert resend_for(change, None) is None
