@@ -142,8 +142,8 @@ async def collect_replies(stream: Any) -> None:
             if saga["state"] != "pending" and reply.sku in saga["replies"]:
                 # A repeated reply after the decision: emit the decision again (a crash
                 # may have kept the saga record and lost the inventory_updated one).
-                decision = "reserved" if saga["state"] == "reserved" else "out_of_stock"
-                await _updated(saga, decision, missing_skus(saga))
+                decided = "reserved" if saga["state"] == "reserved" else "out_of_stock"
+                await _updated(saga, decided, missing_skus(saga))
                 if saga["state"] == "out_of_stock":  # releases not all acknowledged yet
                     for sku, good in saga["replies"].items():
                         if good and sku not in saga["released"]:
