@@ -140,21 +140,7 @@ def _publish(doc: dict[str, Any], now: float) -> tuple[dict[str, Any], list[Stat
     statuses = [h["status"] for h in doc["history"]]
     start = statuses.index(published) + 1 if published in statuses else 0
     for entry in doc["history"][start:]:
-        changes.append(
-            StatusChanged(
-                order_id=doc["order_id"],
-                status=entry["status"],
-                previous=published,
-                terminal=entry["status"] in TERMINAL_STATUSES,
-                customer_id=doc["customer_id"],
-                country=doc["country"],
-                currency=doc["currency"],
-                total=Decimal(doc["total"]),
-                reasons=list(doc["reasons"]),
-                created_at=doc["created_at"],
-                at=entry["at"],
-            )
-        )
+        changes.append(_change(doc, entry["status"], published, entry["at"]))
         published = entry["status"]
     doc = {**doc, "published": published}
     return doc, changes
@@ -166,18 +152,22 @@ def replay_terminal(doc: dict[str, Any]) -> StatusChanged | None:
     deduplicate by order id."""
     if doc["status"] not in TERMINAL_STATUSES or doc["published"] != doc["status"]:
         return None
+    return _change(doc, doc["status"], None, doc["history"][-1]["at"])
+
+
+def _change(doc: dict[str, Any], status: str, previous: str | None, at: float) -> StatusChanged:
     return StatusChanged(
         order_id=doc["order_id"],
-        status=doc["status"],
-        previous=None,
-        terminal=True,
+        status=status,
+        previous=previous,
+        terminal=status in TERMINAL_STATUSES,
         customer_id=doc["customer_id"],
         country=doc["country"],
         currency=doc["currency"],
         total=Decimal(doc["total"]),
         reasons=list(doc["reasons"]),
         created_at=doc["created_at"],
-        at=doc["history"][-1]["at"],
+        at=at,
     )
 
 
