@@ -97,10 +97,11 @@ def apply_settings(conf: Any, settings: Settings) -> None:
     conf.topic_replication_factor = settings.replication_factor
     conf.processing_guarantee = settings.processing_guarantee
     # Tansu holds JoinGroup for session_timeout/2: Faust's 60 s default means 30 s before
-    # the first event, ~6 s gives a first event within a few seconds.
+    # the first event; 4 s gives a first event about 4.5 s after the worker starts.
     conf.broker_session_timeout = settings.session_timeout
     conf.broker_heartbeat_interval = settings.heartbeat_interval
-    conf.broker_rebalance_timeout = settings.session_timeout
+    # Slow members (a busy 2-core CI) get time to rejoin; start-up does not wait on it.
+    conf.broker_rebalance_timeout = max(settings.session_timeout, 20.0)
     # A new consumer group must see the events already in the log (orders made before
     # the first worker started), as a Kafka Streams app with auto.offset.reset=earliest.
     conf.consumer_auto_offset_reset = "earliest"

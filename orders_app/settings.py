@@ -48,7 +48,7 @@ class Settings(BaseSettings):
         "at_least_once", description="exactly_once needs real Kafka (transactions)"
     )
     session_timeout: float = Field(
-        6.0,
+        4.0,
         gt=0,
         le=300,
         description="consumer group session timeout (s); Tansu holds JoinGroup for half",
