@@ -46,8 +46,10 @@ def stock_view(sku: str) -> dict[str, int] | None:
 def take_stock_fix(sku: str) -> dict[str, int] | None:
     """Pop the pending correction for ``sku`` (call inside the stock agent)."""
     reserved = pending.stock.pop(sku, None)
+    if reserved is None:
+        return None
     current = stock.get(sku)
-    if reserved is None or current is None or current["reserved"] == reserved:
+    if current is None or current["reserved"] == reserved:
         return None
     log.warning(
         "stock of %s corrected from the ledger: reserved %s -> %s",

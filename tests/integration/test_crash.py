@@ -24,6 +24,7 @@ import pytest
 from tests.integration.test_analytics import (
     add_zero_stock_sku,
     assert_matches_truth,
+    fulfilled_quantity,
     make_orders,
     truth,
 )
@@ -141,13 +142,7 @@ async def test_kill_9_mid_stream_loses_and_doubles_nothing(stack, workers, cdc, 
     per_order = Counter(oid for oid_list in notes.values() for oid in set(oid_list))
     assert set(per_order) == truth_ids and max(per_order.values()) == 1  # one notification id each
 
-    taken = sum(
-        ln.quantity
-        for o in orders
-        if expected[o.order_id] == "FULFILLED"
-        for ln in o.lines
-        if ln.sku == "SKU-0001"
-    )
+    taken = fulfilled_quantity(orders, expected, "SKU-0001")
     status, inv, _ = await ahttp("GET", f"{replacement.url}/inventory/SKU-0001")
     assert inv["reserved"] == taken, (inv, taken)  # no reservation doubled or lost
     assert inv["available"] + inv["reserved"] == inv["total"]

@@ -16,6 +16,7 @@ import pytest
 from tests.integration.test_analytics import (
     add_zero_stock_sku,
     assert_matches_truth,
+    fulfilled_quantity,
     make_orders,
     produce,
     settled_countries,
@@ -85,12 +86,6 @@ async def test_sigterm_one_of_two_workers_mid_stream(stack, workers, cdc) -> Non
         status, inv, _ = await ahttp("GET", f"{survivor.url}/inventory/{sku}")
         assert status == 200 and inv["available"] >= 0
         assert inv["available"] + inv["reserved"] == inv["total"]
-    taken = sum(
-        ln.quantity
-        for o in orders
-        if expected[o.order_id] == "FULFILLED"
-        for ln in o.lines
-        if ln.sku == "SKU-0001"
-    )
+    taken = fulfilled_quantity(orders, expected, "SKU-0001")
     status, inv, _ = await ahttp("GET", f"{survivor.url}/inventory/SKU-0001")
     assert inv["reserved"] == taken
