@@ -1,10 +1,13 @@
 """Analytics agents: order status changes -> per-country totals -> order_analytics.
 
 ``analytics-repartition`` re-keys ``orders_app-order-status`` (key order_id) by country to
-``orders_app-status-by-country`` (as ``group_by``), with the order's commit time as the
-message timestamp.  ``analytics`` (key country) updates ``country_stats`` once per order
-(ledger) and emits every change as ``CountryStats`` on ``order_analytics`` (key country).
-Rules: :mod:`agents.analytics_rules`.
+``orders_app-status-by-country`` (as ``group_by``), forwarding the message bytes with the
+order's commit time as the message timestamp.  ``analytics`` (key country) takes the
+events in batches (``ORDERS_BATCH_MAX`` / ``ORDERS_BATCH_WITHIN``), pre-aggregates each
+batch per country, then writes ``analytics_ledger`` once per order and ``country_stats``
+once per country, and emits each changed country's totals as ``CountryStats`` on
+``order_analytics`` (key country): one update per country per batch, as ksqlDB's
+record cache does.  Rules: :mod:`agents.analytics_rules`.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from agents.analytics_rules import WINDOW_S, apply_change, average_order_value, window_start
+from agents.analytics_rules import WINDOW_S, apply_batch, average_order_value
 from agents.reconcile import take_country_fix
 from orders_app.app import app
-from orders_app.records import CountryStats, StatusChanged, encode
-from orders_app.streams import decoded, send
+from orders_app.records import CountryStats, StatusChanged
+from orders_app.streams import decoded, decoded_batches, in_partition_of, send
 from orders_app.topics import ORDER_ANALYTICS, ORDER_STATUS, STATUS_BY_COUNTRY
 from tables.country_stats import analytics_ledger, country_stats
 
@@ -25,40 +28,62 @@ from tables.country_stats import analytics_ledger, country_stats
 @app.agent(ORDER_STATUS, name="analytics-repartition")
 async def by_country(stream: Any) -> None:
     # The notification agent owns this topic's dead letters.
-    async for _event, change in decoded(stream, StatusChanged, "analytics", owner=False):
+    async for event, change in decoded(stream, StatusChanged, "analytics", owner=False):
         await STATUS_BY_COUNTRY.send(
-            key=change.country.encode(), value=encode(change), timestamp=change.created_at
+            key=change.country.encode(), value=event.value, timestamp=change.created_at
         )
 
 
 @app.agent(STATUS_BY_COUNTRY, name="analytics")
 async def aggregate(stream: Any) -> None:
-    async for _event, change in decoded(stream, StatusChanged, "analytics"):
-        fixed = take_country_fix(change.country)
-        if fixed is not None:
-            country_stats[change.country] = fixed
-        stats, ledger, changed = apply_change(
-            country_stats.get(change.country), analytics_ledger.get(change.order_id), change
-        )
-        if not changed:
-            continue
-        analytics_ledger[change.order_id] = ledger
-        country_stats[change.country] = stats
-        start = window_start(change.created_at)
-        window = stats["windows"][str(start)]
-        await send(
-            ORDER_ANALYTICS,
-            change.country,
-            CountryStats(
-                country=change.country,
-                orders=stats["orders"],
-                revenue=Decimal(stats["revenue"]),
-                by_status=stats["by_status"],
-                average_order_value=average_order_value(stats),
-                window_start=float(start),
-                window_end=float(start + WINDOW_S),
-                window_orders=window["orders"],
-                window_revenue=Decimal(window["revenue"]),
-                at=time.time(),
-            ),
-        )
+    settings = app.settings
+    async for batch in decoded_batches(
+        stream,
+        StatusChanged,
+        "analytics",
+        max_events=settings.batch_max,
+        within=settings.batch_within,
+    ):
+        # The event each key came from: its partition holds the key's table rows.
+        of_country = {change.country: event for event, change in batch}
+        of_order = {change.order_id: event for event, change in batch}
+        current: dict[str, Any] = {}
+        for country in {change.country for _event, change in batch}:
+            with in_partition_of(of_country[country]):
+                fixed = take_country_fix(country)
+                if fixed is not None:
+                    country_stats[country] = fixed
+                current[country] = fixed or country_stats.get(country)
+        ledgers: dict[str, Any] = {}
+        for _event, change in batch:
+            if change.order_id not in ledgers:
+                with in_partition_of(of_order[change.order_id]):
+                    ledgers[change.order_id] = analytics_ledger.get(change.order_id)
+        result = apply_batch(current, ledgers, [change for _event, change in batch])
+        # Ledgers first: after a crash between the two, the rebuild from the ledgers
+        # (agents.reconcile) corrects the country totals.
+        for order_id, ledger in result.ledgers.items():
+            with in_partition_of(of_order[order_id]):
+                analytics_ledger[order_id] = ledger
+        for country, stats in result.stats.items():
+            with in_partition_of(of_country[country]):
+                country_stats[country] = stats
+            start = result.window[country]
+            # a change older than the kept windows reports an empty window
+            window = stats["windows"].get(str(start), {"orders": 0, "revenue": "0"})
+            await send(
+                ORDER_ANALYTICS,
+                country,
+                CountryStats(
+                    country=country,
+                    orders=stats["orders"],
+                    revenue=Decimal(stats["revenue"]),
+                    by_status=stats["by_status"],
+                    average_order_value=average_order_value(stats),
+                    window_start=float(start),
+                    window_end=float(start + WINDOW_S),
+                    window_orders=window["orders"],
+                    window_revenue=Decimal(window["revenue"]),
+                    at=time.time(),
+                ),
+            )

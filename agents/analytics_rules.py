@@ -10,6 +10,8 @@ ledger makes every count idempotent under redelivery.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -32,35 +34,96 @@ def apply_change(
     stats: dict[str, Any] | None, ledger: dict[str, Any] | None, change: StatusChanged
 ) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """-> (new stats, new ledger entry for the order, changed?)."""
-    stats = stats or empty_stats(change.country)
+    new = copy_stats(stats or empty_stats(change.country))
     ledger = dict(ledger or {"counted": False, "terminal": None})
-    # what a rebuild from the ledger needs (see stats_from_ledger)
-    ledger.update(
-        country=change.country, total=str(change.total), window=window_start(change.created_at)
-    )
-    new = {**stats, "by_status": dict(stats["by_status"]), "windows": dict(stats["windows"])}
+    changed = _apply(new, ledger, change)
+    if changed:
+        prune_windows(new)
+    return (new if changed else (stats or empty_stats(change.country))), ledger, changed
+
+
+@dataclass
+class BatchResult:
+    """What one batch changed: per-country stats, per-order ledger entries, and per
+    country the window of its newest change (the window an update reports)."""
+
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ledgers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    window: dict[str, int] = field(default_factory=dict)
+
+
+def apply_batch(
+    stats: Mapping[str, dict[str, Any] | None],
+    ledgers: Mapping[str, dict[str, Any] | None],
+    changes: Iterable[StatusChanged],
+) -> BatchResult:
+    """Apply ``changes`` in order, as many :func:`apply_change` calls would, but copying
+    each country's stats once and pruning its windows once: one table write per country
+    and per order serves the whole batch.  ``stats``/``ledgers`` hold the current values
+    of every country/order in the batch (None when absent); they are not modified."""
+    out = BatchResult()
+    work: dict[str, dict[str, Any]] = {}
+    for change in changes:
+        country = work.get(change.country)
+        if country is None:
+            country = work[change.country] = copy_stats(
+                stats.get(change.country) or empty_stats(change.country)
+            )
+        ledger = out.ledgers.get(change.order_id)
+        if ledger is None:
+            ledger = dict(ledgers.get(change.order_id) or {"counted": False, "terminal": None})
+        if _apply(country, ledger, change):
+            out.ledgers[change.order_id] = ledger
+            out.stats[change.country] = country
+            out.window[change.country] = window_start(change.created_at)
+    for country in out.stats.values():
+        prune_windows(country)
+    return out
+
+
+def copy_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    """A copy whose nested dicts can be changed without touching ``stats``."""
+    return {
+        **stats,
+        "by_status": dict(stats["by_status"]),
+        "windows": {k: dict(v) for k, v in stats["windows"].items()},
+    }
+
+
+def _apply(stats: dict[str, Any], ledger: dict[str, Any], change: StatusChanged) -> bool:
+    """Count ``change`` into ``stats`` and ``ledger`` in place; -> changed?"""
+    start = window_start(change.created_at)
+    key = str(start)
+    window = stats["windows"].get(key) or {"orders": 0, "revenue": "0"}
     changed = False
-    key = str(window_start(change.created_at))
-    window = dict(new["windows"].get(key, {"orders": 0, "revenue": "0"}))
     if not ledger["counted"]:
         ledger["counted"] = True
-        new["orders"] += 1
+        stats["orders"] += 1
         window["orders"] += 1
         changed = True
     if change.terminal and ledger["terminal"] is None:
         ledger["terminal"] = change.status
-        new["by_status"][change.status] = new["by_status"].get(change.status, 0) + 1
+        by_status = stats["by_status"]
+        by_status[change.status] = by_status.get(change.status, 0) + 1
         if change.status == OrderStatus.FULFILLED:
-            new["revenue"] = str(Decimal(new["revenue"]) + change.total)
+            stats["revenue"] = str(Decimal(stats["revenue"]) + change.total)
             window["revenue"] = str(Decimal(window["revenue"]) + change.total)
         changed = True
     if changed:
-        new["windows"][key] = window
-        newest = max(int(k) for k in new["windows"])
-        new["windows"] = {
-            k: v for k, v in new["windows"].items() if int(k) > newest - WINDOW_RETENTION_S
-        }
-    return (new if changed else stats), ledger, changed
+        stats["windows"][key] = window
+        # what a rebuild from the ledger needs (see stats_from_ledger)
+        ledger.update(country=change.country, total=str(change.total), window=start)
+    return changed
+
+
+def prune_windows(stats: dict[str, Any]) -> None:
+    """Keep the windows of the last ``WINDOW_RETENTION_S`` (by the newest window)."""
+    if not stats["windows"]:
+        return
+    newest = max(int(k) for k in stats["windows"])
+    stats["windows"] = {
+        k: v for k, v in stats["windows"].items() if int(k) > newest - WINDOW_RETENTION_S
+    }
 
 
 def average_order_value(stats: dict[str, Any]) -> Decimal:
@@ -126,8 +189,5 @@ def stats_from_ledger(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]
                 stats["revenue"] = str(Decimal(stats["revenue"]) + Decimal(e["total"]))
                 window["revenue"] = str(Decimal(window["revenue"]) + Decimal(e["total"]))
     for stats in out.values():
-        newest = max(int(k) for k in stats["windows"])
-        stats["windows"] = {
-            k: v for k, v in stats["windows"].items() if int(k) > newest - WINDOW_RETENTION_S
-        }
+        prune_windows(stats)
     return out

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
         20.0, ge=0, le=100000, description="orders/s of the load generator"
     )
     max_body_bytes: int = Field(65536, ge=1024, description="largest accepted HTTP body")
+    batch_max: int = Field(
+        2000, ge=1, le=100000, description="most events an aggregating agent takes per batch"
+    )
+    batch_within: float = Field(
+        0.05, gt=0, le=10, description="longest an aggregating agent waits to fill a batch (s)"
+    )
 
     @field_validator("fraud_blocked_countries", mode="before")
     @classmethod

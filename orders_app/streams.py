@@ -10,10 +10,13 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import faust
+from faust.streams import _current_event
 from faust.types import EventT, StreamT
 
 from orders_app import records
@@ -68,6 +71,18 @@ async def dead_letter(event: EventT[Any], error: str, agent: str) -> None:
     await DEAD_LETTERS.send(key=msg.key, value=encode(letter))
 
 
+async def _decode_or_dead_letter(
+    event: EventT[Any], cls: type[R], agent: str, owner: bool
+) -> R | None:
+    try:
+        return records.decode(cls, event.value)
+    except Exception as err:  # noqa: BLE001 - a decoder gap must not stop the agent
+        if owner:
+            reason = str(err) if isinstance(err, DecodeError) else f"{type(err).__name__}: {err}"
+            await dead_letter(event, reason, agent)
+        return None
+
+
 async def decoded(
     stream: StreamT[Any], cls: type[R], agent: str, *, owner: bool = True
 ) -> AsyncIterator[tuple[EventT[Any], R]]:
@@ -76,16 +91,46 @@ async def decoded(
     When several agents read one topic, only its ``owner`` dead-letters a bad message
     (one dead letter per bad message); the others skip it."""
     async for event in stream.events():
-        try:
-            record = records.decode(cls, event.value)
-        except Exception as err:  # noqa: BLE001 - a decoder gap must not stop the agent
-            if owner:
-                reason = (
-                    str(err) if isinstance(err, DecodeError) else f"{type(err).__name__}: {err}"
-                )
-                await dead_letter(event, reason, agent)
-            continue
-        yield event, record
+        record = await _decode_or_dead_letter(event, cls, agent, owner)
+        if record is not None:
+            yield event, record
+
+
+async def decoded_batches(
+    stream: StreamT[Any],
+    cls: type[R],
+    agent: str,
+    *,
+    max_events: int,
+    within: float,
+    owner: bool = True,
+) -> AsyncIterator[list[tuple[EventT[Any], R]]]:
+    """As :func:`decoded`, a batch at a time (``stream.take_events``): up to
+    ``max_events`` events, or what arrived within ``within`` seconds.  The events are
+    acknowledged after the caller is done with the batch (at-least-once holds).
+
+    A batch mixes partitions and no event is "current": wrap table reads and writes in
+    :func:`in_partition_of` with the event the key came from."""
+    # StreamT does not declare take_events; faust.Stream has it.
+    async for events in stream.take_events(max_events, within):  # type: ignore[attr-defined]
+        batch = []
+        for event in events:
+            record = await _decode_or_dead_letter(event, cls, agent, owner)
+            if record is not None:
+                batch.append((event, record))
+        if batch:
+            yield batch
+
+
+@contextmanager
+def in_partition_of(event: EventT[Any]) -> Iterator[None]:
+    """Make ``event`` Faust's current event: table reads, writes and changelog records
+    go to its partition (as when iterating one event at a time)."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 async def send(topic: faust.TopicT, key: str, record: faust.Record, **kw: Any) -> None:
