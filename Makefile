@@ -27,7 +27,11 @@ lint: $(STAMP) ## ruff + mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(STAMP) ## benchmark harness (BENCH_QUICK=1 for a short run); writes bench/results.json
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,dev,bench]'
+	@touch $@
+
+bench: $(VENV)/.bench-installed ## benchmark harness (BENCH_QUICK=1 for a short run); writes bench/results.json
 	$(BIN)/python -m bench
 
 clean: ## remove the virtualenv and local state

@@ -3,7 +3,7 @@
 ``analytics-repartition`` re-keys ``orders_app-order-status`` (key order_id) by country to
 ``orders_app-status-by-country`` (as ``group_by``), forwarding the message bytes with the
 order's commit time as the message timestamp.  ``analytics`` (key country) takes the
-events in batches (``ORDERS_BATCH_MAX`` / ``ORDERS_BATCH_WITHIN``), pre-aggregates each
+events in batches (what is waiting, up to ``ORDERS_BATCH_MAX``), pre-aggregates each
 batch per country, then writes ``analytics_ledger`` once per order and ``country_stats``
 once per country, and emits each changed country's totals as ``CountryStats`` on
 ``order_analytics`` (key country): one update per country per batch, as ksqlDB's
@@ -36,13 +36,8 @@ async def by_country(stream: Any) -> None:
 
 @app.agent(STATUS_BY_COUNTRY, name="analytics")
 async def aggregate(stream: Any) -> None:
-    settings = app.settings
     async for batch in decoded_batches(
-        stream,
-        StatusChanged,
-        "analytics",
-        max_events=settings.batch_max,
-        within=settings.batch_within,
+        stream, StatusChanged, "analytics", max_events=app.settings.batch_max
     ):
         # The event each key came from: its partition holds the key's table rows.
         of_country = {change.country: event for event, change in batch}

@@ -1,17 +1,24 @@
 """Benchmark harness: ``make bench`` (``BENCH_QUICK=1`` for a short run).
 
-Everything runs on the embedded broker (Tansu) and PostgreSQL, started fresh for each
-measurement, in one run so the figures are comparable:
+Everything runs on the embedded broker (Tansu) and PostgreSQL, a fresh broker and
+database for each measurement, in one run so the figures are comparable:
 
 1. ceiling: raw aiokafka produce, and consume + JSON decode, of OrderCreated messages;
-2. pipeline: orders/s from ``order_created`` to terminal status with one worker;
-3. latency: p50/p95/p99 from Postgres commit to terminal status at a fixed offered rate
-   (through the embedded CDC);
-4. start-up: worker start to first processed event; worker RSS after the pipeline run.
+2. analytics: the per-country stage alone over ``ANALYTICS_N`` terminal StatusChanged
+   events (count, revenue, 1-minute windows), in this project's ``analytics`` agent and
+   in Quix Streams (``bench/quix_analytics.py``) on the same topic; events/s from the
+   first totals update to the one that completes the count, and the ratio ours/Quix;
+3. pipeline: orders/s from ``order_created`` to terminal status, one worker and two;
+4. latency: p50/p95/p99 from Postgres commit to terminal status at ``LATENCY_RATE``
+   orders/s offered for ``LATENCY_S`` seconds (through the embedded CDC);
+5. start-up: worker start to first processed event; worker RSS after the pipeline run,
+   and while ``RSS_N`` orders go through the analytics agent (windows expiring).
 
-Each figure is measured ``RUNS`` times and reported as min/median/max with machine info;
-results go to ``bench/results.json`` as ``[{"name", "unit", "min", "median", "max", "runs"}]``
-(machine info in ``bench/machine.json``).
+Figures are measured ``RUNS`` times (latency and the RSS soak once) and reported as
+min/median/max with machine info; results go to ``bench/results.json`` as
+``[{"name", "unit", "min", "median", "max", "runs"}]`` (machine info in
+``bench/machine.json``).  ``BENCH_ONLY=analytics,pipeline`` runs some steps;
+``BENCH_PROFILE=1`` samples every worker with py-spy into ``bench/profiles/``.
 """
 
 from __future__ import annotations
@@ -42,9 +49,16 @@ from orders_app.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from orders_app.records import OrderCreated, OrderLine, encode
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
+PROFILE = os.environ.get("BENCH_PROFILE") == "1"
+PROFILES = Path(__file__).resolve().parent / "profiles"
+STATUS_BY_COUNTRY = "orders_app-status-by-country"
+ORDER_ANALYTICS = "order_analytics"
 RUNS = 1 if QUICK else 3
 CEILING_N = 20_000 if QUICK else 100_000
 PIPELINE_N = 2_000 if QUICK else 10_000
+ANALYTICS_N = 50_000 if QUICK else 200_000
+RSS_N = 200_000 if QUICK else 1_000_000
+RSS_NAME = f"worker_rss_after_{RSS_N // 1000}k_orders_mib"
 LATENCY_RATE = 100.0 if QUICK else 300.0
 LATENCY_S = 10.0 if QUICK else 60.0
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,8 +81,9 @@ def order(i: int, prefix: str) -> OrderCreated:
 class Stack:
     """A fresh broker + database for one measurement."""
 
-    def __init__(self, pg: EmbeddedPostgres) -> None:
+    def __init__(self, pg: EmbeddedPostgres, step: str = "bench") -> None:
         self.pg = pg
+        self.step = step
         self.broker = EmbeddedBroker()
         self.db = "b_" + os.urandom(5).hex()
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -89,13 +104,17 @@ class Stack:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self.stop_workers()
+        await self.broker.stop()
+
+    def stop_workers(self) -> None:
         for w in self.workers:
             w.terminate()
             try:
                 w.wait(15)
             except subprocess.TimeoutExpired:
                 w.kill()
-        await self.broker.stop()
+        self.workers.clear()
 
     @property
     def dsn(self) -> str:
@@ -118,7 +137,21 @@ class Stack:
             stderr=subprocess.STDOUT,
         )
         self.workers.append(proc)
+        if PROFILE:
+            self.profile(proc.pid, "worker")
         return proc, f"http://127.0.0.1:{port}"
+
+    def profile(self, pid: int, what: str) -> None:
+        """Sample ``pid`` with py-spy until it exits (``BENCH_PROFILE=1``)."""
+        PROFILES.mkdir(exist_ok=True)
+        out = PROFILES / f"{self.step}-{what}.raw"
+        spy = ROOT / ".venv" / "bin" / "py-spy"
+        args = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "100"]
+        subprocess.Popen(
+            [*args, "--nonblocking", "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 def get_json(url: str) -> Any:
@@ -153,7 +186,7 @@ async def produce(bootstrap: str, events: list[OrderCreated]) -> float:
 
 
 async def ceiling(pg: EmbeddedPostgres) -> dict[str, float]:
-    async with Stack(pg) as s:
+    async with Stack(pg, "ceiling") as s:
         events = [order(i, "ceil") for i in range(CEILING_N)]
         produce_s = await produce(s.broker.bootstrap, events)
         consumer = AIOKafkaConsumer(
@@ -179,6 +212,131 @@ async def ceiling(pg: EmbeddedPostgres) -> dict[str, float]:
     }
 
 
+def status_changed(i: int, base: float) -> bytes:
+    """A terminal StatusChanged (as the status agent emits it) for order ``i``; commit
+    times 50 ms apart, so 200,000 orders span 2.8 hours and windows expire."""
+    return orjson.dumps(
+        {
+            "order_id": f"an-{i}",
+            "status": "FULFILLED",
+            "previous": "RESERVED",
+            "terminal": True,
+            "customer_id": f"an-c-{i}",
+            "country": COUNTRIES[i % len(COUNTRIES)],
+            "currency": "EUR",
+            "total": "23.98",
+            "reasons": [],
+            "created_at": base + i * 0.05,
+            "at": base + i * 0.05,
+        }
+    )
+
+
+async def produce_status_changes(bootstrap: str, start: int, n: int, base: float) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=262144)
+    await producer.start()
+    futs = []
+    for i in range(start, start + n):
+        country = COUNTRIES[i % len(COUNTRIES)]
+        futs.append(
+            await producer.send(
+                STATUS_BY_COUNTRY,
+                key=country.encode(),
+                value=status_changed(i, base),
+                timestamp_ms=int((base + i * 0.05) * 1000),
+            )
+        )
+    await asyncio.gather(*futs)
+    await producer.stop()
+
+
+class TotalsTail:
+    """Tails a topic of per-country running totals (values with an ``orders`` count)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            group_id=None,
+            max_partition_fetch_bytes=4 << 20,
+        )
+        self.latest: dict[bytes, int] = {}
+        self.first: tuple[float, int] | None = None
+
+    async def __aenter__(self) -> TotalsTail:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def until(self, n: int, timeout: float = 1800) -> float:
+        """Wait until the counts add up to ``n``; -> events/s since the first update."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=50_000)
+            for msgs in batches.values():
+                for m in msgs:
+                    self.latest[m.key] = orjson.loads(m.value)["orders"]
+            if not self.latest:
+                continue
+            now, done = time.perf_counter(), sum(self.latest.values())
+            if self.first is None:
+                self.first = (now, done)
+            if done >= n:
+                return (n - self.first[1]) / max(now - self.first[0], 1e-9)
+        raise TimeoutError(f"totals did not reach {n}")
+
+
+async def totals_rate(bootstrap: str, topic: str, n: int) -> float:
+    """events/s between the first update seen on ``topic`` and the one completing ``n``."""
+    async with TotalsTail(bootstrap, topic) as tail:
+        return await tail.until(n)
+
+
+async def analytics(pg: EmbeddedPostgres) -> dict[str, float]:
+    """The analytics stage alone: ours (the ``analytics`` agent in a worker) and Quix
+    Streams, each reading the same ``ANALYTICS_N`` events from the same broker."""
+    out: dict[str, float] = {}
+    async with Stack(pg, "analytics") as s:
+        base = time.time() - ANALYTICS_N * 0.05
+        await produce_status_changes(s.broker.bootstrap, 0, ANALYTICS_N, base)
+        proc, _url = s.worker()
+        out["analytics_ours_events_per_s"] = await totals_rate(
+            s.broker.bootstrap, ORDER_ANALYTICS, ANALYTICS_N
+        )
+        out["analytics_ours_rss_mib"] = psutil.Process(proc.pid).memory_info().rss / 2**20
+        s.stop_workers()
+        quix = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.quix_analytics",
+                s.broker.bootstrap,
+                STATUS_BY_COUNTRY,
+                "bench_quix_totals",
+                "bench_quix_windows",
+                str(s.tmp / "quix-state"),
+                "bench-quix",
+            ],
+            cwd=ROOT,
+            stdout=(s.tmp / "quix.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        s.workers.append(quix)
+        if PROFILE:
+            s.profile(quix.pid, "quix")
+        out["analytics_quix_events_per_s"] = await totals_rate(
+            s.broker.bootstrap, "bench_quix_totals", ANALYTICS_N
+        )
+        out["analytics_quix_rss_mib"] = psutil.Process(quix.pid).memory_info().rss / 2**20
+    out["analytics_ratio_ours_to_quix"] = (
+        out["analytics_ours_events_per_s"] / out["analytics_quix_events_per_s"]
+    )
+    return out
+
+
 def terminal_count(url: str) -> int:
     body = get_json(url + "/analytics/countries?local=1")
     if not body:
@@ -186,39 +344,75 @@ def terminal_count(url: str) -> int:
     return sum(sum(c["by_status"].values()) for c in body["countries"].values())
 
 
+async def rss(pg: EmbeddedPostgres) -> dict[str, float]:
+    """Worker RSS while ``RSS_N`` orders go through the analytics agent (the stateful
+    stage: per-country windows expire as commit times advance 50 ms per order)."""
+    step = RSS_N // 5
+    samples: list[float] = []
+    async with Stack(pg, "rss") as s:
+        base = time.time() - RSS_N * 0.05
+        proc, _url = s.worker()
+        async with TotalsTail(s.broker.bootstrap, ORDER_ANALYTICS) as tail:
+            for start in range(0, RSS_N, step):
+                await produce_status_changes(s.broker.bootstrap, start, step, base)
+                await tail.until(start + step)
+                samples.append(psutil.Process(proc.pid).memory_info().rss / 2**20)
+                print(f"    rss after {start + step:,} orders: {samples[-1]:.1f} MiB", flush=True)
+    return {
+        RSS_NAME: samples[-1],
+        "worker_rss_growth_mib": samples[-1] - samples[0],
+    }
+
+
 async def pipeline(pg: EmbeddedPostgres) -> dict[str, float]:
-    async with Stack(pg) as s:
+    return await _pipeline(pg, 1)
+
+
+async def pipeline_two(pg: EmbeddedPostgres) -> dict[str, float]:
+    return await _pipeline(pg, 2)
+
+
+async def _pipeline(pg: EmbeddedPostgres, n_workers: int) -> dict[str, float]:
+    async with Stack(pg, f"pipeline{n_workers}") as s:
         reader = CdcReader(dsn=s.dsn, bootstrap=s.broker.bootstrap, slot="bench", fresh_broker=True)
         await reader.start()  # products snapshot -> stock
-        # start-up: an order is waiting before the worker starts
+        # start-up: an order is waiting before the workers start
         first = order(0, "start")
         await produce(s.broker.bootstrap, [first])
         t0 = time.perf_counter()
-        proc, url = s.worker()
+        workers = [s.worker() for _ in range(n_workers)]
+        urls = [url for _proc, url in workers]
 
         async def first_done() -> bool:
-            return bool(get_json(f"{url}/orders/{first.order_id}?local=1"))
+            return any(get_json(f"{url}/orders/{first.order_id}?local=1") for url in urls)
+
+        async def all_ready() -> bool:
+            return all((get_json(url + "/ready") or {}).get("ready") for url in urls)
 
         await until(first_done, 120)
         startup = time.perf_counter() - t0
+        await until(all_ready, 120)
         events = [order(i, "pipe") for i in range(PIPELINE_N)]
         t0 = time.perf_counter()
         await produce(s.broker.bootstrap, events)
 
         async def all_done() -> bool:
-            return await asyncio.to_thread(terminal_count, url) >= PIPELINE_N + 1
+            counts = await asyncio.gather(*(asyncio.to_thread(terminal_count, u) for u in urls))
+            return sum(counts) >= PIPELINE_N + 1
 
         await until(all_done, 1800)
         rate = PIPELINE_N / (time.perf_counter() - t0)
-        rss = psutil.Process(proc.pid).memory_info().rss / 2**20
+        rss = max(psutil.Process(proc.pid).memory_info().rss for proc, _url in workers) / 2**20
         await reader.stop()
+    if n_workers == 2:
+        return {"pipeline_2_workers_orders_per_s": rate}
     return {"pipeline_orders_per_s": rate, "worker_first_event_s": startup, "worker_rss_mib": rss}
 
 
 async def latency(pg: EmbeddedPostgres) -> dict[str, float]:
     import asyncpg
 
-    async with Stack(pg) as s:
+    async with Stack(pg, "latency") as s:
         reader = CdcReader(
             dsn=s.dsn,
             bootstrap=s.broker.bootstrap,
@@ -288,7 +482,23 @@ UNITS = {
     "latency_p50_ms": "ms",
     "latency_p95_ms": "ms",
     "latency_p99_ms": "ms",
+    "pipeline_2_workers_orders_per_s": "orders/s",
+    RSS_NAME: "MiB",
+    "worker_rss_growth_mib": "MiB",
+    "analytics_ours_events_per_s": "events/s",
+    "analytics_quix_events_per_s": "events/s",
+    "analytics_ratio_ours_to_quix": "ratio",
+    "analytics_ours_rss_mib": "MiB",
+    "analytics_quix_rss_mib": "MiB",
 }
+
+
+STEPS = [ceiling, analytics, pipeline, pipeline_two, latency, rss]
+# measured once per `make bench` (they take minutes each); the others RUNS times
+ONCE = {"latency", "rss"}
+ONLY = os.environ.get("BENCH_ONLY")
+if ONLY:
+    STEPS = [step for step in STEPS if step.__name__ in ONLY.split(",")]
 
 
 async def main() -> None:
@@ -298,8 +508,10 @@ async def main() -> None:
     await pg.start()
     runs: dict[str, list[float]] = {}
     try:
-        for _ in range(RUNS):
-            for step in (ceiling, pipeline, latency):
+        for run in range(RUNS):
+            for step in STEPS:
+                if run and step.__name__ in ONCE:
+                    continue
                 for name, value in (await step(pg)).items():
                     runs.setdefault(name, []).append(round(value, 3))
                     print(f"  {name}: {value:,.2f} {UNITS[name]}", flush=True)

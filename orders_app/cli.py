@@ -56,6 +56,11 @@ def worker(ctx: click.Context, skip_checks: bool) -> None:
     from orders_app.app import app
 
     app.use_settings(settings)
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        # Faust's worker takes the loop from the policy when it starts.
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     args = list(ctx.args)
     if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in args):
         args = ["--loglevel", "info", *args]

@@ -294,11 +294,45 @@ def _hints(cls: type) -> dict[str, Any]:
     return hints
 
 
+_SHAPES: dict[Any, tuple[Any, tuple[Any, ...]]] = {}
+
+
+def _shape(hint: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``(get_origin(hint), get_args(hint))``, computed once per hint (hot path)."""
+    shape = _SHAPES.get(hint)
+    if shape is None:
+        shape = _SHAPES[hint] = (typing.get_origin(hint), typing.get_args(hint))
+    return shape
+
+
+_FIELDS: dict[type, list[tuple[str, Any]]] = {}
+
+
+def _fields(cls: type) -> list[tuple[str, Any]]:
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = _FIELDS[cls] = [(n, h) for n, h in _hints(cls).items() if not n.startswith("_")]
+    return fields
+
+
 def _check(value: Any, hint: Any, path: str) -> None:
     """Raise DecodeError unless ``value`` (already coerced by Faust) fits ``hint``."""
-    origin = typing.get_origin(hint)
+    # the scalar cases first: they are most fields of every message
+    if hint is str:
+        if not isinstance(value, str):
+            raise DecodeError(f"{path}: expected a string")
+        return
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise DecodeError(f"{path}: expected a number")
+        return
+    if hint is Decimal:
+        if not isinstance(value, Decimal) or not value.is_finite():
+            raise DecodeError(f"{path}: expected a decimal string")
+        return
+    origin, args = _shape(hint)
     if origin in (Union, types.UnionType):
-        options = typing.get_args(hint)
+        options = args
         if value is None and type(None) in options:
             return
         errors = []
@@ -316,14 +350,14 @@ def _check(value: Any, hint: Any, path: str) -> None:
     if origin is list:
         if not isinstance(value, list):
             raise DecodeError(f"{path}: expected a list")
-        (item,) = typing.get_args(hint)
+        (item,) = args
         for i, v in enumerate(value):
             _check(v, item, f"{path}[{i}]")
         return
     if origin is dict:
         if not isinstance(value, dict):
             raise DecodeError(f"{path}: expected an object")
-        _, item = typing.get_args(hint)
+        _, item = args
         for k, v in value.items():
             _check(v, item, f"{path}.{k}")
         return
@@ -353,43 +387,64 @@ def _check(value: Any, hint: Any, path: str) -> None:
 
 
 def _check_record(record: faust.Record, path: str) -> None:
-    for name, hint in _hints(type(record)).items():
-        if name.startswith("_"):
-            continue
+    for name, hint in _fields(type(record)):
         _check(getattr(record, name, None), hint, f"{path}.{name}" if path else name)
+
+
+_PLANS: dict[type, list[tuple[str, str, Any]]] = {}
+
+
+def _raw_plan(cls: type) -> list[tuple[str, str, Any]]:
+    """Per field of ``cls``: what its raw JSON value must be (computed once per class)."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        plan = []
+        for name, hint in _fields(cls):
+            origin, args = _shape(hint)
+            if hint in (str, int, float, Decimal):
+                plan.append((name, hint.__name__, None))
+            elif origin is list and args and isinstance(args[0], type):
+                record = issubclass(args[0], faust.Record)
+                plan.append((name, "records" if record else "list", args[0]))
+            elif isinstance(hint, type) and issubclass(hint, faust.Record):
+                plan.append((name, "record", hint))
+        _PLANS[cls] = plan
+    return plan
 
 
 def _raw_types_ok(data: dict[str, Any], cls: type) -> None:
     """Faust's coercion turns ints into strings and accepts dicts for records; reject the
     raw JSON types that coercion would silently paper over."""
-    for name, hint in _hints(cls).items():
+    for name, kind, arg in _raw_plan(cls):
         if name not in data:
             continue
         value = data[name]
-        if hint is str and not isinstance(value, str):
-            raise DecodeError(f"{name}: expected a string")
-        if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise DecodeError(f"{name}: expected an integer")
-        if hint is float and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise DecodeError(f"{name}: expected a number")
-        if hint is Decimal and (isinstance(value, bool) or not isinstance(value, str | int)):
-            raise DecodeError(f"{name}: expected a decimal string")
-        origin = typing.get_origin(hint)
-        args = typing.get_args(hint)
-        if origin is list and args and isinstance(args[0], type):
+        if kind == "str":
+            if not isinstance(value, str):
+                raise DecodeError(f"{name}: expected a string")
+        elif kind == "float":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise DecodeError(f"{name}: expected a number")
+        elif kind == "Decimal":
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise DecodeError(f"{name}: expected a decimal string")
+        elif kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise DecodeError(f"{name}: expected an integer")
+        elif kind in ("list", "records"):
             if not isinstance(value, list):
                 raise DecodeError(f"{name}: expected a list")
-            if issubclass(args[0], faust.Record):
+            if kind == "records":
                 for i, item in enumerate(value):
                     if not isinstance(item, dict):
                         raise DecodeError(f"{name}[{i}]: expected an object")
-                    _require(item, args[0], f"{name}[{i}].")
-                    _raw_types_ok(item, args[0])
-        if isinstance(hint, type) and issubclass(hint, faust.Record):
+                    _require(item, arg, f"{name}[{i}].")
+                    _raw_types_ok(item, arg)
+        elif kind == "record":
             if not isinstance(value, dict):
                 raise DecodeError(f"{name}: expected an object")
-            _require(value, hint, f"{name}.")
-            _raw_types_ok(value, hint)
+            _require(value, arg, f"{name}.")
+            _raw_types_ok(value, arg)
 
 
 def _require(data: dict[str, Any], cls: Any, prefix: str = "") -> None:

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     fraud_blocked_countries: Annotated[frozenset[str], NoDecode] = Field(
         frozenset(), description="comma-separated ISO country codes to reject"
     )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="the worker's event loop: uvloop (faster), or asyncio"
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="worker log lines: text, or json (one JSON object per line)"
     )
@@ -79,10 +82,7 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(65536, ge=1024, description="largest accepted HTTP body")
     batch_max: int = Field(
-        2000, ge=1, le=100000, description="most events an aggregating agent takes per batch"
-    )
-    batch_within: float = Field(
-        0.05, gt=0, le=10, description="longest an aggregating agent waits to fill a batch (s)"
+        2000, ge=1, le=100000, description="most events a batching agent takes at once"
     )
 
     @field_validator("fraud_blocked_countries", mode="before")
