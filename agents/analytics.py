@@ -2,7 +2,8 @@
 
 ``analytics-repartition`` re-keys ``orders_app-order-status`` (key order_id) by country to
 ``orders_app-status-by-country`` (as ``group_by``), forwarding the message bytes with the
-order's commit time as the message timestamp.  ``analytics`` (key country) takes the
+order's commit time as the message timestamp; only the changes that can move a figure
+(an order's first status, and terminal ones) are forwarded.  ``analytics`` (key country) takes the
 events in batches (what is waiting, up to ``ORDERS_BATCH_MAX``), pre-aggregates each
 batch per country, then writes ``analytics_ledger`` once per order and ``country_stats``
 once per country, and emits each changed country's totals as ``CountryStats`` on
@@ -16,7 +17,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from agents.analytics_rules import WINDOW_S, apply_batch, average_order_value
+from agents.analytics_rules import WINDOW_S, apply_batch, average_order_value, counts
 from agents.reconcile import take_country_fix
 from orders_app.app import app
 from orders_app.records import CountryStats, StatusChanged
@@ -29,6 +30,8 @@ from tables.country_stats import analytics_ledger, country_stats
 async def by_country(stream: Any) -> None:
     # The notification agent owns this topic's dead letters.
     async for event, change in decoded(stream, StatusChanged, "analytics", owner=False):
+        if not counts(change):
+            continue
         await STATUS_BY_COUNTRY.send(
             key=change.country.encode(), value=event.value, timestamp=change.created_at
         )

@@ -26,6 +26,12 @@ def empty_stats(country: str) -> dict[str, Any]:
     return {"country": country, "orders": 0, "revenue": "0", "by_status": {}, "windows": {}}
 
 
+def counts(change: StatusChanged) -> bool:
+    """Whether ``change`` can change any figure: an order's first status (it is counted)
+    or a terminal one.  Only these are repartitioned to the analytics agent."""
+    return change.previous is None or change.terminal
+
+
 def window_start(ts: float) -> int:
     return int(ts // WINDOW_S) * WINDOW_S
 

@@ -61,6 +61,8 @@ RSS_N = 200_000 if QUICK else 1_000_000
 RSS_NAME = f"worker_rss_after_{RSS_N // 1000}k_orders_mib"
 LATENCY_RATE = 100.0 if QUICK else 300.0
 LATENCY_S = 10.0 if QUICK else 60.0
+LIGHT_RATE = 40.0
+LIGHT_S = 10.0 if QUICK else 30.0
 ROOT = Path(__file__).resolve().parent.parent
 COUNTRIES = ["DE", "FR", "GB", "US", "NL", "ES", "IT", "PL", "SE", "JP", "CA", "BR"]
 
@@ -410,9 +412,20 @@ async def _pipeline(pg: EmbeddedPostgres, n_workers: int) -> dict[str, float]:
 
 
 async def latency(pg: EmbeddedPostgres) -> dict[str, float]:
+    return await _latency(pg, LATENCY_RATE, LATENCY_S, "latency")
+
+
+async def latency_light(pg: EmbeddedPostgres) -> dict[str, float]:
+    """The same at a rate one worker sustains: latency without queueing."""
+    return await _latency(pg, LIGHT_RATE, LIGHT_S, f"latency_at_{LIGHT_RATE:.0f}_per_s")
+
+
+async def _latency(
+    pg: EmbeddedPostgres, rate: float, seconds: float, name: str
+) -> dict[str, float]:
     import asyncpg
 
-    async with Stack(pg, "latency") as s:
+    async with Stack(pg, name) as s:
         reader = CdcReader(
             dsn=s.dsn,
             bootstrap=s.broker.bootstrap,
@@ -430,7 +443,7 @@ async def latency(pg: EmbeddedPostgres) -> dict[str, float]:
         await until(ready, 120)
         await asyncio.sleep(2)
         conn = await asyncpg.connect(s.dsn)
-        n = int(LATENCY_RATE * LATENCY_S)
+        n = int(rate * seconds)
         t0 = time.monotonic()
         lines = json.dumps([{"sku": "SKU-0001", "quantity": 1, "unit_price": "11.99"}])
         for i in range(n):
@@ -441,7 +454,7 @@ async def latency(pg: EmbeddedPostgres) -> dict[str, float]:
                 f"lat-c-{i}",
                 lines,
             )
-            delay = t0 + (i + 1) / LATENCY_RATE - time.monotonic()
+            delay = t0 + (i + 1) / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
         await conn.close()
@@ -470,7 +483,7 @@ async def latency(pg: EmbeddedPostgres) -> dict[str, float]:
         await reader.stop()
     lat.sort()
     q = statistics.quantiles(lat, n=100)
-    return {"latency_p50_ms": q[49], "latency_p95_ms": q[94], "latency_p99_ms": q[98]}
+    return {f"{name}_p50_ms": q[49], f"{name}_p95_ms": q[94], f"{name}_p99_ms": q[98]}
 
 
 UNITS = {
@@ -482,6 +495,7 @@ UNITS = {
     "latency_p50_ms": "ms",
     "latency_p95_ms": "ms",
     "latency_p99_ms": "ms",
+    **{f"latency_at_{LIGHT_RATE:.0f}_per_s_p{q}_ms": "ms" for q in (50, 95, 99)},
     "pipeline_2_workers_orders_per_s": "orders/s",
     RSS_NAME: "MiB",
     "worker_rss_growth_mib": "MiB",
@@ -493,9 +507,9 @@ UNITS = {
 }
 
 
-STEPS = [ceiling, analytics, pipeline, pipeline_two, latency, rss]
+STEPS = [ceiling, analytics, pipeline, pipeline_two, latency_light, latency, rss]
 # measured once per `make bench` (they take minutes each); the others RUNS times
-ONCE = {"latency", "rss"}
+ONCE = {"latency_light", "latency", "rss"}
 ONLY = os.environ.get("BENCH_ONLY")
 if ONLY:
     STEPS = [step for step in STEPS if step.__name__ in ONLY.split(",")]

@@ -20,6 +20,7 @@ from mode import ServiceT
 
 from orders_app.db import Database
 from orders_app.feed import Feed
+from orders_app.fetch import use_fetch_wait
 from orders_app.group import leave_group_on_stop
 from orders_app.logs import logging_config
 from orders_app.metrics import BusinessMetrics
@@ -63,7 +64,11 @@ class OrdersApp(faust.App):
     def feed(self) -> Feed:
         """The live analytics / dead-letter feed for the web layer (server mode only)."""
         if self._feed is None:
-            self._feed = Feed(self.settings.kafka_bootstrap, loop=self.loop)
+            self._feed = Feed(
+                self.settings.kafka_bootstrap,
+                fetch_wait_ms=self.settings.fetch_wait_ms,
+                loop=self.loop,
+            )
         return self._feed
 
     def _new_consumer(self) -> Any:
@@ -72,6 +77,8 @@ class OrdersApp(faust.App):
         correct_highwaters(consumer, self.settings.kafka_bootstrap)
         # Generation-0 groups (Tansu) get no LeaveGroup from aiokafka (see group.py).
         leave_group_on_stop(consumer)
+        # Tansu answers a waiting fetch only when the wait is over (see fetch.py).
+        use_fetch_wait(consumer, self.settings.fetch_wait_ms)
         return consumer
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:

@@ -30,8 +30,9 @@ QUEUE_SIZE = 1000
 
 
 class Feed(Service):
-    def __init__(self, bootstrap: str, **kw: Any) -> None:
+    def __init__(self, bootstrap: str, fetch_wait_ms: int = 500, **kw: Any) -> None:
         self.bootstrap = bootstrap
+        self.fetch_wait_ms = fetch_wait_ms
         self.latest: dict[str, dict[str, Any]] = {}
         self.dead_letters: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
         self.subscribers: set[asyncio.Queue[tuple[str, dict[str, Any]]]] = set()
@@ -62,7 +63,10 @@ class Feed(Service):
 
     async def _tail(self) -> None:
         consumer = self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            fetch_max_wait_ms=self.fetch_wait_ms,
         )
         await consumer.start()
         await self._assign(consumer)

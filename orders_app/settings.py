@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         description="consumer group session timeout (s); Tansu holds JoinGroup for half",
     )
     heartbeat_interval: float = Field(1.0, gt=0, le=60, description="consumer heartbeat (s)")
+    fetch_wait_ms: int = Field(
+        20,
+        ge=1,
+        le=30000,
+        description="longest a fetch waits for data (ms); Tansu waits it out every time",
+    )
     cdc_poll_interval: float = Field(
         0.5, gt=0, le=60, description="longest pause of the embedded CDC reader when idle (s)"
     )

@@ -14,6 +14,7 @@ from agents.analytics_rules import (
     WINDOW_S,
     apply_batch,
     apply_change,
+    counts,
     stats_from_ledger,
 )
 from orders_app.records import StatusChanged
@@ -109,6 +110,31 @@ def test_revenue_is_decimal_exact_across_a_batch() -> None:
     assert result.stats["DE"]["revenue"] == "10.00"
     assert result.stats["DE"]["windows"]["0"] == {"orders": 1000, "revenue": "10.00"}
     assert result.stats["DE"]["by_status"] == {"FULFILLED": 1000}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.builds(of_order, st.integers(0, 40), st.integers(0, 3)), max_size=80))
+def test_only_first_and_terminal_changes_move_figures(batch: list[StatusChanged]):
+    """What the repartition drops (``counts`` false) changes nothing."""
+    first: set[str] = set()
+    marked = []
+    for ch in batch:
+        ch.previous = None if ch.order_id not in first else "CREATED"
+        first.add(ch.order_id)
+        marked.append(ch)
+    every = apply_batch({}, {}, marked)
+    kept = apply_batch({}, {}, [ch for ch in marked if counts(ch)])
+    assert kept.stats == every.stats
+
+
+def test_counts() -> None:
+    assert counts(change(1, 0, "DE", 0, 1))  # previous None: first status
+    later = change(1, 1, "DE", 0, 1)
+    later.previous = "CREATED"
+    assert not counts(later)
+    done = change(1, 2, "DE", 0, 1)
+    done.previous = "PAID"
+    assert counts(done)
 
 
 def test_empty_batch_changes_nothing() -> None:
