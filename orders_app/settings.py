@@ -55,10 +55,10 @@ class Settings(BaseSettings):
     )
     heartbeat_interval: float = Field(1.0, gt=0, le=60, description="consumer heartbeat (s)")
     fetch_wait_ms: int = Field(
-        20,
+        100,
         ge=1,
         le=30000,
-        description="longest a fetch waits for data (ms); Tansu waits it out every time",
+        description="longest a fetch waits for data (ms); Tansu holds fetches long",
     )
     cdc_poll_interval: float = Field(
         0.5, gt=0, le=60, description="longest pause of the embedded CDC reader when idle (s)"

@@ -181,3 +181,28 @@ def test_other_bad_values_name_their_variable(
     line = describe_error(info.value)
     assert line.startswith(f"invalid setting {name}=")
     assert "\n" not in line
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ORDERS_FETCH_WAIT_MS", "0"),
+        ("ORDERS_FETCH_WAIT_MS", "soon"),
+        ("ORDERS_BATCH_MAX", "0"),
+        ("ORDERS_EVENT_LOOP", "trio"),
+    ],
+)
+def test_performance_settings_rejected_by_name(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    assert name in describe_error(info.value)
+
+
+def test_performance_settings_defaults() -> None:
+    settings = Settings()
+    assert settings.fetch_wait_ms == 100
+    assert settings.batch_max == 2000
+    assert settings.event_loop == "uvloop"
