@@ -3,12 +3,12 @@
 ``analytics-repartition`` re-keys ``orders_app-order-status`` (key order_id) by country to
 ``orders_app-status-by-country`` (as ``group_by``), forwarding the message bytes with the
 order's commit time as the message timestamp; only the changes that can move a figure
-(an order's first status, and terminal ones) are forwarded.  ``analytics`` (key country) takes the
-events in batches (what is waiting, up to ``ORDERS_BATCH_MAX``), pre-aggregates each
-batch per country, then writes ``analytics_ledger`` once per order and ``country_stats``
-once per country, and emits each changed country's totals as ``CountryStats`` on
-``order_analytics`` (key country): one update per country per batch, as ksqlDB's
-record cache does.  Rules: :mod:`agents.analytics_rules`.
+(an order's first status, and terminal ones) are forwarded.  ``analytics`` (key
+country) takes the events in batches (what is waiting, up to ``ORDERS_BATCH_MAX``),
+pre-aggregates each batch per country, then writes ``analytics_ledger`` once per order
+and ``country_stats`` once per country, and emits each changed country's totals as
+``CountryStats`` on ``order_analytics`` (key country): one update per country per
+batch, as ksqlDB's record cache does.  Rules: :mod:`agents.analytics_rules`.
 """
 
 from __future__ import annotations

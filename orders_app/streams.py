@@ -100,16 +100,17 @@ async def decoded(
 async def event_batches(
     stream: StreamT[Any], max_events: int, linger: float = 0.01
 ) -> AsyncIterator[list[EventT[Any]]]:
-    """Yield the events waiting in the stream's channel, up to ``max_events`` at a time,
-    without waiting for more: under load batches grow, when idle each event goes alone.
+    """Yield the events waiting in the stream's channel, up to ``max_events`` at a time:
+    after the first event, at most ``linger`` seconds for more (a lone event waits 10 ms,
+    not a full ``take_events`` timeout).
 
-    Faust's own iterator (and ``take_events``, built on it) yields to the event loop and
-    runs the sensors once per event, which caps an agent at about 10,000 events/s on
-    this machine whatever it does.  This drains the channel queue directly and keeps
-    the same bookkeeping: events of an older consumer generation (before a rebalance)
-    are acknowledged unprocessed, as Faust does; the others are tracked as unacked
-    (offsets are committed only past acknowledged events) and acknowledged after the
-    caller is done with the batch, so at-least-once holds."""
+    Faust's own iterator (and ``take_events``, built on it) yields to the event loop once
+    per event; this drains the channel queue directly instead (the consumer's own
+    per-message cost remains, see bench/PROFILE.md) and keeps the same bookkeeping:
+    events of an older consumer generation (before a rebalance) are acknowledged
+    unprocessed, as Faust does; the others are tracked as unacked (offsets are committed
+    only past acknowledged events) and acknowledged after the caller is done with the
+    batch, so at-least-once holds."""
     await stream.maybe_start()
     channel: Any = stream.channel
     queue = channel.queue
