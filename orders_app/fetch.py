@@ -7,8 +7,8 @@ which put about a second of waiting on every order's path through its ten hops. 
 worker's consumer and the app's own tailing consumer use ``ORDERS_FETCH_WAIT_MS``
 (default 100 ms; 500 ms on Kafka, where it costs no latency).
 
-Shorter still (20 ms, with aiokafka's 100 ms prefetch backoff cut to match) halved the
-latency again in the benchmark, but the SIGKILL crash test lost a contiguous range of
+Shorter still (20 ms, with aiokafka's 100 ms prefetch backoff cut to match) cut the
+latency to a third again in the benchmark, but the SIGKILL crash test lost a range of
 one partition once in three runs with it, and the cause was not found; it is not the
 default.
 """
