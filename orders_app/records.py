@@ -284,16 +284,6 @@ def encode(record: faust.Record) -> bytes:
     return orjson.dumps(record.asdict(), default=_json_default)
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = typing.get_type_hints(cls)
-    return hints
-
-
 _SHAPES: dict[Any, tuple[Any, tuple[Any, ...]]] = {}
 
 
@@ -309,9 +299,11 @@ _FIELDS: dict[type, list[tuple[str, Any]]] = {}
 
 
 def _fields(cls: type) -> list[tuple[str, Any]]:
+    """``cls``'s public fields and their type hints, resolved once per class."""
     fields = _FIELDS.get(cls)
     if fields is None:
-        fields = _FIELDS[cls] = [(n, h) for n, h in _hints(cls).items() if not n.startswith("_")]
+        hints = typing.get_type_hints(cls)
+        fields = _FIELDS[cls] = [(n, h) for n, h in hints.items() if not n.startswith("_")]
     return fields
 
 
