@@ -21,7 +21,7 @@ from agents.analytics_rules import WINDOW_S, apply_batch, average_order_value, c
 from agents.reconcile import take_country_fix
 from orders_app.app import app
 from orders_app.records import CountryStats, StatusChanged
-from orders_app.streams import decoded, decoded_batches, in_partition_of, send
+from orders_app.streams import decoded, decoded_batches, guarded, in_partition_of, send
 from orders_app.topics import ORDER_ANALYTICS, ORDER_STATUS, STATUS_BY_COUNTRY
 from tables.country_stats import analytics_ledger, country_stats
 
@@ -30,11 +30,12 @@ from tables.country_stats import analytics_ledger, country_stats
 async def by_country(stream: Any) -> None:
     # The notification agent owns this topic's dead letters.
     async for event, change in decoded(stream, StatusChanged, "analytics", owner=False):
-        if not counts(change):
-            continue
-        await STATUS_BY_COUNTRY.send(
-            key=change.country.encode(), value=event.value, timestamp=change.created_at
-        )
+        async with guarded(event, "analytics"):
+            if not counts(change):
+                continue
+            await STATUS_BY_COUNTRY.send(
+                key=change.country.encode(), value=event.value, timestamp=change.created_at
+            )
 
 
 @app.agent(STATUS_BY_COUNTRY, name="analytics")
@@ -42,46 +43,57 @@ async def aggregate(stream: Any) -> None:
     async for batch in decoded_batches(
         stream, StatusChanged, "analytics", max_events=app.settings.batch_max
     ):
-        # The event each key came from: its partition holds the key's table rows.
-        of_country = {change.country: event for event, change in batch}
-        of_order = {change.order_id: event for event, change in batch}
-        current: dict[str, Any] = {}
-        for country in {change.country for _event, change in batch}:
-            with in_partition_of(of_country[country]):
-                fixed = take_country_fix(country)
-                if fixed is not None:
-                    country_stats[country] = fixed
-                current[country] = fixed or country_stats.get(country)
-        ledgers: dict[str, Any] = {}
-        for _event, change in batch:
-            if change.order_id not in ledgers:
-                with in_partition_of(of_order[change.order_id]):
-                    ledgers[change.order_id] = analytics_ledger.get(change.order_id)
-        result = apply_batch(current, ledgers, [change for _event, change in batch])
-        # Ledgers first: after a crash between the two, the rebuild from the ledgers
-        # (agents.reconcile) corrects the country totals.
-        for order_id, ledger in result.ledgers.items():
-            with in_partition_of(of_order[order_id]):
-                analytics_ledger[order_id] = ledger
-        for country, stats in result.stats.items():
-            with in_partition_of(of_country[country]):
-                country_stats[country] = stats
-            start = result.window[country]
-            # a change older than the kept windows reports an empty window
-            window = stats["windows"].get(str(start), {"orders": 0, "revenue": "0"})
-            await send(
-                ORDER_ANALYTICS,
-                country,
-                CountryStats(
-                    country=country,
-                    orders=stats["orders"],
-                    revenue=Decimal(stats["revenue"]),
-                    by_status=stats["by_status"],
-                    average_order_value=average_order_value(stats),
-                    window_start=float(start),
-                    window_end=float(start + WINDOW_S),
-                    window_orders=window["orders"],
-                    window_revenue=Decimal(window["revenue"]),
-                    at=time.time(),
-                ),
-            )
+        try:
+            await _aggregate(batch)
+        except Exception:  # noqa: BLE001 - find the bad event, dead-letter only it
+            # One event at a time: the good ones are counted (the per-order ledger
+            # makes a second pass over what the batch already wrote harmless).
+            for item in batch:
+                async with guarded(item[0], "analytics"):
+                    await _aggregate([item])
+
+
+async def _aggregate(batch: list[tuple[Any, StatusChanged]]) -> None:
+    # The event each key came from: its partition holds the key's table rows.
+    of_country = {change.country: event for event, change in batch}
+    of_order = {change.order_id: event for event, change in batch}
+    current: dict[str, Any] = {}
+    for country in {change.country for _event, change in batch}:
+        with in_partition_of(of_country[country]):
+            fixed = take_country_fix(country)
+            if fixed is not None:
+                country_stats[country] = fixed
+            current[country] = fixed or country_stats.get(country)
+    ledgers: dict[str, Any] = {}
+    for _event, change in batch:
+        if change.order_id not in ledgers:
+            with in_partition_of(of_order[change.order_id]):
+                ledgers[change.order_id] = analytics_ledger.get(change.order_id)
+    result = apply_batch(current, ledgers, [change for _event, change in batch])
+    # Ledgers first: after a crash between the two, the rebuild from the ledgers
+    # (agents.reconcile) corrects the country totals.
+    for order_id, ledger in result.ledgers.items():
+        with in_partition_of(of_order[order_id]):
+            analytics_ledger[order_id] = ledger
+    for country, stats in result.stats.items():
+        with in_partition_of(of_country[country]):
+            country_stats[country] = stats
+        start = result.window[country]
+        # a change older than the kept windows reports an empty window
+        window = stats["windows"].get(str(start), {"orders": 0, "revenue": "0"})
+        await send(
+            ORDER_ANALYTICS,
+            country,
+            CountryStats(
+                country=country,
+                orders=stats["orders"],
+                revenue=Decimal(stats["revenue"]),
+                by_status=stats["by_status"],
+                average_order_value=average_order_value(stats),
+                window_start=float(start),
+                window_end=float(start + WINDOW_S),
+                window_orders=window["orders"],
+                window_revenue=Decimal(window["revenue"]),
+                at=time.time(),
+            ),
+        )

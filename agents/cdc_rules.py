@@ -6,6 +6,10 @@ create/read/update events become a ``restock`` stock command carrying the catalo
 level (absolute, so replays are idempotent).  Column formats are Debezium's with
 ``decimal.handling.mode=string``: numerics are strings, ``jsonb`` is a JSON string,
 ``timestamptz`` an ISO-8601 string.
+
+Both JSON converter shapes are read, keys and values alike: ``schemas.enable=false``
+(the bare envelope / key object) and Kafka Connect's default ``schemas.enable=true``
+(``{"schema": {...}, "payload": <the same object>}``); :func:`unwrap` takes the payload.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import json
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+import orjson
 
 from orders_app.records import ChangeEvent, DecodeError, OrderCreated, OrderLine, from_dict
 
@@ -91,8 +97,31 @@ def order_from_row(row: dict[str, Any]) -> OrderCreated:
     )
 
 
+def unwrap(data: Any) -> Any:
+    """The payload of a JsonConverter message written with ``schemas.enable=true``
+    (exactly two fields, ``schema`` and ``payload``); anything else as it is.  An envelope
+    never has these two fields only, so the shapes cannot be confused."""
+    if isinstance(data, dict) and len(data) == 2 and "schema" in data and "payload" in data:
+        return data["payload"]
+    return data
+
+
+def is_tombstone(data: Any) -> bool:
+    """A null value, or a schema-wrapped null payload: the record after a delete."""
+    return unwrap(data) is None
+
+
+def row_key(data: Any, field: str) -> str:
+    """The primary key column of a change event's key (``{"id": ...}`` or
+    ``{"sku": ...}``), in either converter shape."""
+    key = unwrap(data)
+    if not isinstance(key, dict) or not isinstance(key.get(field), str):
+        raise DecodeError(f"key: expected an object with a string {field!r}")
+    return str(key[field])
+
+
 def envelope(data: Any) -> ChangeEvent:
-    event = from_dict(ChangeEvent, data)
+    event = from_dict(ChangeEvent, unwrap(data))
     if event.op not in {"c", "r", "u", "d", "t", "m"}:
         raise DecodeError(f"op: unknown operation {event.op!r}")
     if event.op in {"c", "r", "u"} and event.after is None:
@@ -107,3 +136,50 @@ def product_level(row: dict[str, Any]) -> tuple[str, int]:
     if isinstance(level, bool) or not isinstance(level, int):
         raise DecodeError("stock: expected an integer")
     return sku, level
+
+
+def parse_json(raw: bytes | None) -> Any:
+    """JSON bytes (a key or a value) -> Python; ``None`` stays ``None`` (tombstone)."""
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise DecodeError(f"invalid JSON: {err}") from err
+
+
+def _check_key(key: Any, change: ChangeEvent, field: str) -> None:
+    """The key names the same row as the envelope (when there is a key)."""
+    if key is None:
+        return
+    key_value = row_key(key, field)
+    row = change.after if change.after is not None else change.before
+    if row is not None and row.get(field) != key_value:
+        raise DecodeError(f"key: {field} {key_value!r} does not match the row's {row.get(field)!r}")
+
+
+def order_change(
+    key: Any, value: Any, table: str = "orders"
+) -> tuple[ChangeEvent, OrderCreated | None]:
+    """An ``orders`` change event (parsed key and value, either converter shape) ->
+    (the envelope, the order it creates or None for updates and deletes)."""
+    change = envelope(value)
+    if change.source.table != table:
+        raise DecodeError(f"source.table: {change.source.table!r} on the {table} topic")
+    _check_key(key, change, "id")
+    if change.op not in CREATE_OPS:
+        return change, None
+    assert change.after is not None
+    return change, order_from_row(change.after)
+
+
+def product_change(key: Any, value: Any) -> tuple[ChangeEvent, tuple[str, int] | None]:
+    """A ``products`` change event -> (the envelope, (sku, catalogue level) or None)."""
+    change = envelope(value)
+    if change.source.table != "products":
+        raise DecodeError(f"source.table: {change.source.table!r} on the products topic")
+    _check_key(key, change, "sku")
+    if change.op not in {"c", "r", "u"}:
+        return change, None
+    assert change.after is not None
+    return change, product_level(change.after)

@@ -24,10 +24,35 @@ class FraudLimits:
 
 
 def add_to_window(window: dict[str, Any] | None, order: OrderCreated) -> dict[str, Any]:
-    """The customer's window after counting ``order`` (a new dict; money as string)."""
+    """The customer's window after counting ``order`` (a new dict; money as string).
+
+    The window lists the orders it counted, in the order they were counted, so counting
+    is idempotent: an order already in it (a replay after a crash that kept the window
+    update and lost the decision) is not counted again, and :func:`window_as_of` gives
+    the window exactly as the first count saw it."""
     window = window or {}
+    counted = [list(entry) for entry in window.get("orders", [])]
+    if any(entry[0] == order.order_id for entry in counted):
+        return {**window, "orders": counted}
     count = int(window.get("count", 0)) + 1
     amount = Decimal(window.get("amount", "0")) + order.total
+    counted.append([order.order_id, str(order.total)])
+    return {"count": count, "amount": str(amount), "orders": counted}
+
+
+def window_as_of(window: dict[str, Any], order_id: str) -> dict[str, Any]:
+    """The window as it was right after ``order_id`` was counted (what the rules saw the
+    first time): what was counted before the listed orders, the listed orders before
+    it, and itself.  The whole window when ``order_id`` is not listed."""
+    counted = window.get("orders", [])
+    count, amount = int(window.get("count", 0)), Decimal(window.get("amount", "0"))
+    for i, entry in enumerate(counted):
+        if entry[0] == order_id:
+            later = counted[i + 1 :]
+            return {
+                "count": count - len(later),
+                "amount": str(amount - sum((Decimal(e[1]) for e in later), Decimal("0"))),
+            }
     return {"count": count, "amount": str(amount)}
 
 

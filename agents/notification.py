@@ -14,33 +14,34 @@ from typing import Any
 from agents.notification_rules import notification_for, notification_id, resend_for
 from orders_app.app import app
 from orders_app.records import NotificationSent, StatusChanged
-from orders_app.streams import decoded, send
+from orders_app.streams import decoded, guarded, send
 from orders_app.topics import NOTIFICATION_SENT, ORDER_STATUS
 from tables.order_status import notifications
 
 
 @app.agent(ORDER_STATUS, name="notification")
 async def notify(stream: Any) -> None:
-    async for _event, change in decoded(stream, StatusChanged, "notification"):
-        ledger = notifications.get(change.order_id)
-        note = notification_for(change, ledger)
-        if note is not None:
-            notifications[change.order_id] = note
-            app.metrics.notifications.labels(note["template"]).inc()
-        else:
-            note = resend_for(change, ledger)
-            if note is None:
-                continue
-        await send(
-            NOTIFICATION_SENT,
-            change.order_id,
-            NotificationSent(
-                notification_id=notification_id(change.order_id, note["template"]),
-                order_id=change.order_id,
-                customer_id=change.customer_id,
-                status=change.status,
-                channel=note["channel"],
-                template=note["template"],
-                at=time.time(),
-            ),
-        )
+    async for event, change in decoded(stream, StatusChanged, "notification"):
+        async with guarded(event, "notification"):
+            ledger = notifications.get(change.order_id)
+            note = notification_for(change, ledger)
+            if note is not None:
+                notifications[change.order_id] = note
+                app.metrics.notifications.labels(note["template"]).inc()
+            else:
+                note = resend_for(change, ledger)
+                if note is None:
+                    continue
+            await send(
+                NOTIFICATION_SENT,
+                change.order_id,
+                NotificationSent(
+                    notification_id=notification_id(change.order_id, note["template"]),
+                    order_id=change.order_id,
+                    customer_id=change.customer_id,
+                    status=change.status,
+                    channel=note["channel"],
+                    template=note["template"],
+                    at=time.time(),
+                ),
+            )

@@ -21,7 +21,7 @@ from orders_app.records import (
     PaymentRefunded,
     PaymentSucceeded,
 )
-from orders_app.streams import decoded, send
+from orders_app.streams import decoded, guarded, send
 from orders_app.topics import (
     INVENTORY_UPDATED,
     ORDER_VALIDATED,
@@ -34,63 +34,65 @@ from tables.order_status import payments
 
 @app.agent(ORDER_VALIDATED, name="payment-charge")
 async def charge(stream: Any) -> None:
-    async for _event, validated in decoded(stream, OrderValidated, "payment"):
-        order = validated.order
-        entry = payments.get(order.order_id)
-        if entry is None:
-            result = gateway_charge(order.order_id, order.payment_method, order.total)
-            entry = ledger_after_charge(result, order.total, order.currency)
-            payments[order.order_id] = entry
-            app.metrics.payments.labels(entry["result"]).inc()
-        now = time.time()
-        if entry["result"] == "succeeded":
-            await send(
-                PAYMENT_SUCCESSFUL,
-                order.order_id,
-                PaymentSucceeded(
-                    order_id=order.order_id,
-                    charge_id=entry["charge_id"],
-                    amount=Decimal(entry["amount"]),
-                    currency=entry["currency"],
-                    order=order,
-                    at=now,
-                ),
-            )
-        else:
-            await send(
-                PAYMENT_FAILED,
-                order.order_id,
-                PaymentFailed(
-                    order_id=order.order_id,
-                    reason=entry["reason"],
-                    amount=Decimal(entry["amount"]),
-                    currency=entry["currency"],
-                    at=now,
-                ),
-            )
+    async for event, validated in decoded(stream, OrderValidated, "payment"):
+        async with guarded(event, "payment"):
+            order = validated.order
+            entry = payments.get(order.order_id)
+            if entry is None:
+                result = gateway_charge(order.order_id, order.payment_method, order.total)
+                entry = ledger_after_charge(result, order.total, order.currency)
+                payments[order.order_id] = entry
+                app.metrics.payments.labels(entry["result"]).inc()
+            now = time.time()
+            if entry["result"] == "succeeded":
+                await send(
+                    PAYMENT_SUCCESSFUL,
+                    order.order_id,
+                    PaymentSucceeded(
+                        order_id=order.order_id,
+                        charge_id=entry["charge_id"],
+                        amount=Decimal(entry["amount"]),
+                        currency=entry["currency"],
+                        order=order,
+                        at=now,
+                    ),
+                )
+            else:
+                await send(
+                    PAYMENT_FAILED,
+                    order.order_id,
+                    PaymentFailed(
+                        order_id=order.order_id,
+                        reason=entry["reason"],
+                        amount=Decimal(entry["amount"]),
+                        currency=entry["currency"],
+                        at=now,
+                    ),
+                )
 
 
 @app.agent(INVENTORY_UPDATED, name="payment-refund")
 async def refund(stream: Any) -> None:
-    async for _event, update in decoded(stream, InventoryUpdated, "payment"):
-        if update.status != "out_of_stock":
-            continue
-        entry = payments.get(update.order_id)
-        if may_refund(entry):
-            entry = {**entry, "refunded": True}
-            payments[update.order_id] = entry
-            app.metrics.payments.labels("refunded").inc()
-        elif not (entry and entry.get("refunded")):
-            continue  # never charged: nothing to give back
-        await send(
-            PAYMENT_REFUNDED,
-            update.order_id,
-            PaymentRefunded(
-                order_id=update.order_id,
-                charge_id=entry["charge_id"],
-                amount=Decimal(entry["amount"]),
-                currency=entry["currency"],
-                reason="out_of_stock",
-                at=time.time(),
-            ),
-        )
+    async for event, update in decoded(stream, InventoryUpdated, "payment"):
+        async with guarded(event, "payment"):
+            if update.status != "out_of_stock":
+                continue
+            entry = payments.get(update.order_id)
+            if may_refund(entry):
+                entry = {**entry, "refunded": True}
+                payments[update.order_id] = entry
+                app.metrics.payments.labels("refunded").inc()
+            elif not (entry and entry.get("refunded")):
+                continue  # never charged: nothing to give back
+            await send(
+                PAYMENT_REFUNDED,
+                update.order_id,
+                PaymentRefunded(
+                    order_id=update.order_id,
+                    charge_id=entry["charge_id"],
+                    amount=Decimal(entry["amount"]),
+                    currency=entry["currency"],
+                    reason="out_of_stock",
+                    at=time.time(),
+                ),
+            )

@@ -19,7 +19,7 @@ from agents.status_rules import apply
 from orders_app import records
 from orders_app.app import app
 from orders_app.records import TERMINAL_STATUSES, DecodeError
-from orders_app.streams import dead_letter, key_str, send
+from orders_app.streams import dead_letter, guarded, key_str, send
 from orders_app.topics import (
     FRAUD_ALERTS,
     INVENTORY_UPDATED,
@@ -67,41 +67,46 @@ STATUS_INPUT = app.topic(
 @app.agent(STATUS_INPUT, name="status")
 async def track(stream: Any) -> None:
     async for event in stream.events():
-        topic = event.message.topic
-        try:
-            record = records.decode(RECORD_BY_TOPIC[topic], event.value)
-        except (DecodeError, TypeError, ValueError, ArithmeticError) as err:
-            # The owning step dead-letters its own input; order_created is the status
-            # agent's to report only when no other step reads it (fraud does).
-            if topic not in {
-                "order_created",
-                "order_validated",
-                "payment_successful",
-                "inventory_updated",
-            }:
-                await dead_letter(event, str(err), "status")
-            continue
-        order_id = getattr(record, "order_id", None) or key_str(event)
-        if not order_id:
-            await dead_letter(event, "no order id", "status")
-            continue
-        before = order_status.get(order_id)
-        now = time.time()
-        doc, changes = apply(before, order_id, record, now)
-        order_status[order_id] = doc
-        if (
-            doc["published"] in TERMINAL_STATUSES
-            and (before or {}).get("published") != doc["published"]
-        ):
-            app.metrics.orders_terminal.labels(doc["status"], doc["country"]).inc()
-            app.metrics.end_to_end.observe(max(0.0, now - float(doc["created_at"])))
-            if doc["status"] == "FULFILLED":
-                app.metrics.revenue.labels(doc["country"]).inc(float(doc["total"]))
-        for change in changes:
-            log.debug(
-                "order %s -> %s",
-                order_id,
-                change.status,
-                extra={"order_id": order_id, "topic": topic, "partition": event.message.partition},
-            )
-            await send(ORDER_STATUS, order_id, change)
+        async with guarded(event, "status"):
+            topic = event.message.topic
+            try:
+                record = records.decode(RECORD_BY_TOPIC[topic], event.value)
+            except (DecodeError, TypeError, ValueError, ArithmeticError) as err:
+                # The owning step dead-letters its own input; order_created is the status
+                # agent's to report only when no other step reads it (fraud does).
+                if topic not in {
+                    "order_created",
+                    "order_validated",
+                    "payment_successful",
+                    "inventory_updated",
+                }:
+                    await dead_letter(event, str(err), "status")
+                continue
+            order_id = getattr(record, "order_id", None) or key_str(event)
+            if not order_id:
+                await dead_letter(event, "no order id", "status")
+                continue
+            before = order_status.get(order_id)
+            now = time.time()
+            doc, changes = apply(before, order_id, record, now)
+            order_status[order_id] = doc
+            if (
+                doc["published"] in TERMINAL_STATUSES
+                and (before or {}).get("published") != doc["published"]
+            ):
+                app.metrics.orders_terminal.labels(doc["status"], doc["country"]).inc()
+                app.metrics.end_to_end.observe(max(0.0, now - float(doc["created_at"])))
+                if doc["status"] == "FULFILLED":
+                    app.metrics.revenue.labels(doc["country"]).inc(float(doc["total"]))
+            for change in changes:
+                log.debug(
+                    "order %s -> %s",
+                    order_id,
+                    change.status,
+                    extra={
+                        "order_id": order_id,
+                        "topic": topic,
+                        "partition": event.message.partition,
+                    },
+                )
+                await send(ORDER_STATUS, order_id, change)

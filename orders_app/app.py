@@ -18,9 +18,11 @@ import faust
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from mode import ServiceT
 
+from orders_app import skip_guard
 from orders_app.db import Database
 from orders_app.feed import Feed
 from orders_app.fetch import use_fetch_wait
+from orders_app.gaps import watch_gaps
 from orders_app.group import leave_group_on_stop
 from orders_app.logs import logging_config
 from orders_app.metrics import BusinessMetrics
@@ -79,6 +81,11 @@ class OrdersApp(faust.App):
         leave_group_on_stop(consumer)
         # Tansu answers a waiting fetch only when the wait is over (see fetch.py).
         use_fetch_wait(consumer, self.settings.fetch_wait_ms)
+        # Nothing is skipped silently: offset jumps over fetched records are counted (gaps.py),
+        # and the Faust defects that skipped ranges after an assignment are guarded
+        # (skip_guard.py; ORDERS_SKIP_GUARD=false turns it off).
+        watch_gaps(self, consumer)
+        skip_guard.install(self, consumer, enabled=self.settings.skip_guard)
         return consumer
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:

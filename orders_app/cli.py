@@ -1,7 +1,9 @@
 """The ``orders-app`` command line.
 
 - ``run``: embedded broker + Postgres (migrated, demo catalogue) + CDC + N workers + load
-  generator; prints the URLs; Ctrl-C / SIGTERM stops every process it started.
+  generator; prints the URLs; a worker that exits is restarted with backoff and a crash
+  loop stops the stack with exit 1 (:mod:`orders_app.supervisor`); Ctrl-C / SIGTERM stops
+  every process it started.
 - ``worker``: a plain Faust worker against the configured broker (same as
   ``faust -A orders_app.app worker``), after a pre-flight check of broker and Postgres.
 - ``generate``: orders into Postgres, or ``--direct`` straight to ``order_created``.
@@ -18,17 +20,16 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from orders_app.settings import Settings, load_settings_or_exit
+from orders_app.supervisor import ChildSpec, Supervisor
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -165,38 +166,23 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _workers(
-    count: int, env: dict[str, str], data: Path, first_port: int
-) -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for i in range(count):
-            wenv = {
+def _worker_specs(
+    count: int, env: dict[str, str], run_dir: Path, first_port: int
+) -> list[ChildSpec]:
+    """Worker ``i`` keeps web port ``first_port + i`` and its data dir across restarts."""
+    return [
+        ChildSpec(
+            name=f"worker-{i}",
+            argv=[sys.executable, "-m", "orders_app.cli", "worker", "--skip-checks"],
+            env={
                 **env,
                 "ORDERS_WEB_PORT": str(first_port + i),
-                "ORDERS_DATA_DIR": str(data / f"worker-{i}"),
-            }
-            log = (data / f"worker-{i}.log").open("ab")
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "orders_app.cli", "worker", "--skip-checks"],
-                    env=wenv,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
-        yield procs
-    finally:
-        from orders_app.embedded import terminate
-
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            terminate(proc, 8.0)
+                "ORDERS_DATA_DIR": str(run_dir / f"worker-{i}"),
+            },
+            log_path=run_dir / f"worker-{i}.log",
+        )
+        for i in range(count)
+    ]
 
 
 async def _run_stack(
@@ -263,21 +249,28 @@ async def _run_stack(
     if workers == 0:
         click.echo(f"export ORDERS_BROKER_URL={broker_url}")
         click.echo(f"export ORDERS_POSTGRES_DSN={dsn}")
+    first_port = web_port or 6066
+    supervisor = Supervisor(
+        _worker_specs(workers, env, run_dir, first_port),
+        report=lambda line: click.echo(line, err=True),
+    )
     gen_task: asyncio.Task[int] | None = None
+    failure: str | None = None
     try:
-        with _workers(workers, env, run_dir, web_port or 6066) as procs:
-            t0 = time.monotonic()
-            urls = [f"http://127.0.0.1:{(web_port or 6066) + i}/" for i in range(workers)]
-            pending = set(urls)
-            while pending and not stop.is_set() and time.monotonic() - t0 < 60:
-                for url in list(pending):
-                    if await asyncio.to_thread(_http_ok, url + "health"):
-                        pending.discard(url)
-                dead = [p for p in procs if p.poll() is not None]
-                if dead:
-                    click.echo(f"orders-app: a worker exited; see {run_dir}/worker-*.log", err=True)
-                    return
-                await asyncio.sleep(0.2)
+        await supervisor.start()
+        t0 = time.monotonic()
+        urls = [f"http://127.0.0.1:{first_port + i}/" for i in range(workers)]
+        pending = set(urls)
+        # A worker that exits while starting is the supervisor's to restart; only its
+        # giving up (a crash loop) ends the wait early.
+        while pending and not stop.is_set() and supervisor.failure is None:
+            if time.monotonic() - t0 > 60:
+                break
+            for url in list(pending):
+                if await asyncio.to_thread(_http_ok, url + "health"):
+                    pending.discard(url)
+            await asyncio.sleep(0.2)
+        if supervisor.failure is None and not stop.is_set():
             for url in urls:
                 click.echo(f"web:      {url}")
             if generate and workers:
@@ -293,22 +286,24 @@ async def _run_stack(
                     f"generator: {rate:g} orders/s into {'Postgres' if cdc else 'order_created'}"
                 )
             click.echo("Ctrl-C to stop.")
-            while not stop.is_set():
-                if any(p.poll() is not None for p in procs):
-                    click.echo(f"orders-app: a worker exited; see {run_dir}/worker-*.log", err=True)
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.5)
-            click.echo("stopping ...")
-            if gen_task is not None:
-                gen_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await gen_task
+        failure = await supervisor.wait(until=stop)
     finally:
+        if failure is not None:
+            click.echo(f"orders-app: {failure}", err=True)
+        click.echo("stopping ...")
+        if gen_task is not None:
+            gen_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await gen_task
+        # Workers first (SIGTERM, SIGKILL after a grace period), then the services they use.
+        with contextlib.suppress(Exception):
+            await supervisor.stop()
         for svc in reversed(started):
             with contextlib.suppress(Exception):
                 await svc.stop()
         click.echo("stopped.")
+    if failure is not None:
+        raise SystemExit(1)
 
 
 async def _migrate(dsn: str) -> None:

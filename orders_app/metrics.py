@@ -57,6 +57,12 @@ class BusinessMetrics:
         self.dead_letters = Counter(
             "orders_dead_letters_total", "Messages sent to dead_letters", ["topic"], registry=r
         )
+        self.processing_errors = Counter(
+            "orders_processing_errors_total",
+            "Events whose step raised (sent to dead_letters)",
+            ["step"],
+            registry=r,
+        )
         self.cdc_events = Counter(
             "orders_cdc_events_total", "Change events consumed", ["table", "op"], registry=r
         )

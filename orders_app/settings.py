@@ -87,6 +87,10 @@ class Settings(BaseSettings):
         20.0, ge=0, le=100000, description="orders/s of the load generator"
     )
     max_body_bytes: int = Field(65536, ge=1024, description="largest accepted HTTP body")
+    skip_guard: bool = Field(
+        True,
+        description="guard Faust against the offset skips after an assignment (skip_guard.py)",
+    )
     batch_max: int = Field(
         2000, ge=1, le=100000, description="most events a batching agent takes at once"
     )

@@ -1,8 +1,9 @@
-"""Stream helpers shared by every agent: decode-or-dead-letter, and sending records.
+"""Stream helpers shared by every agent: decode-or-dead-letter, guarded steps, sending.
 
-Rule: nothing is silently dropped.  A message an agent cannot decode or process is sent
-to ``dead_letters`` (keyed by its original key) with the source topic, partition, offset,
-the error and the raw payload, and the agent goes on with the next message.
+Rule: nothing is silently dropped.  A message an agent cannot decode (:func:`decoded`)
+or process (an exception inside the step, :func:`guarded`) is sent to ``dead_letters``
+(keyed by its original key) with the source topic, partition, offset, the step, the
+error and the raw payload, counted, and the agent goes on with the next message.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import faust
@@ -70,6 +71,28 @@ async def dead_letter(event: EventT[Any], error: str, agent: str) -> None:
     )
     app.metrics.dead_letters.labels(msg.topic).inc()
     await DEAD_LETTERS.send(key=msg.key, value=encode(letter))
+
+
+@asynccontextmanager
+async def guarded(event: EventT[Any], step: str) -> AsyncIterator[None]:
+    """Run one event's step; an exception inside it (a rule that raises, a table value
+    it cannot handle) sends the event to ``dead_letters`` with the error and the step,
+    counts it in ``orders_processing_errors_total{step}``, and is not re-raised, so the
+    agent goes on with the next event.  Cancellation (worker stop) passes through."""
+    try:
+        yield
+    except Exception as err:  # one bad event must not stop the agent
+        msg = event.message
+        log.error(
+            "processing error in %s on %s[%s]@%s",
+            step,
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            exc_info=True,
+        )
+        app.metrics.processing_errors.labels(step).inc()
+        await dead_letter(event, f"{step} failed: {type(err).__name__}: {err}", step)
 
 
 async def _decode_or_dead_letter(

@@ -5,11 +5,23 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agents.cdc_rules import envelope, order_from_row, parse_time, product_level
+from agents.cdc_rules import (
+    envelope,
+    is_tombstone,
+    order_change,
+    order_from_row,
+    parse_json,
+    parse_time,
+    product_change,
+    product_level,
+    row_key,
+    unwrap,
+)
 from orders_app.records import ChangeEvent, DecodeError, OrderCreated, OrderLine
 
 T0 = datetime(2024, 5, 1, 12, 30, 15, 250000, tzinfo=UTC).timestamp()
@@ -297,3 +309,82 @@ def test_product_level() -> None:
 def test_product_level_rejects_bad_rows(data: dict[str, Any], message: str) -> None:
     with pytest.raises(DecodeError, match=message):
         product_level(data)
+
+
+# --- both JsonConverter shapes (schemas.enable=false / true), keys and values ------------
+
+SAMPLES = json.loads((Path(__file__).parent.parent / "data/debezium/samples.json").read_text())
+SHAPES = ["schemas_disabled", "schemas_enabled"]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("sample", ["orders_create", "orders_snapshot"])
+def test_order_change_in_both_converter_shapes(shape: str, sample: str) -> None:
+    msg = SAMPLES[sample][shape]
+    key, value = parse_json(json.dumps(msg["key"]).encode()), msg["value"]
+    change, order = order_change(key, value)
+    assert change.op == SAMPLES[sample]["schemas_disabled"]["value"]["op"]
+    assert change.source.table == "orders"
+    assert order is not None
+    assert (order.order_id, order.customer_id, order.total) == (
+        "dbz-ord-1",
+        "c-42",
+        Decimal("39.98"),
+    )
+    assert [(ln.sku, ln.quantity, ln.unit_price) for ln in order.lines] == [
+        ("SKU-0001", 2, Decimal("19.99"))
+    ]
+
+
+def test_both_shapes_give_the_same_order() -> None:
+    plain = order_change(*SAMPLES["orders_create"]["schemas_disabled"].values())
+    wrapped = order_change(*SAMPLES["orders_create"]["schemas_enabled"].values())
+    assert plain[1] == wrapped[1]
+    assert plain[0].asdict() == wrapped[0].asdict()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_order_delete_makes_no_order(shape: str) -> None:
+    change, order = order_change(*SAMPLES["orders_delete"][shape].values())
+    assert change.op == "d" and order is None
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_product_change_in_both_converter_shapes(shape: str) -> None:
+    change, level = product_change(*SAMPLES["products_update"][shape].values())
+    assert change.op == "u"
+    assert level == ("SKU-0001", 150)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_keys_in_both_shapes(shape: str) -> None:
+    assert row_key(SAMPLES["orders_create"][shape]["key"], "id") == "dbz-ord-1"
+    assert row_key(SAMPLES["products_update"][shape]["key"], "sku") == "SKU-0001"
+
+
+def test_tombstones_in_both_shapes() -> None:
+    assert is_tombstone(None)
+    assert is_tombstone({"schema": None, "payload": None})
+    assert not is_tombstone(SAMPLES["orders_create"]["schemas_enabled"]["value"])
+
+
+def test_key_naming_another_row_is_rejected() -> None:
+    msg = SAMPLES["orders_create"]["schemas_enabled"]
+    wrong = {"schema": msg["key"]["schema"], "payload": {"id": "other"}}
+    with pytest.raises(DecodeError, match="key: id 'other' does not match"):
+        order_change(wrong, msg["value"])
+    with pytest.raises(DecodeError, match="key: expected an object"):
+        order_change({"schema": {}, "payload": "dbz-ord-1"}, msg["value"])
+
+
+def test_unwrap_leaves_plain_envelopes_alone() -> None:
+    value = SAMPLES["orders_create"]["schemas_disabled"]["value"]
+    assert unwrap(value) is value
+    # an envelope-looking object with extra fields is not a schema wrapper
+    odd = {"schema": {}, "payload": {}, "op": "c"}
+    assert unwrap(odd) is odd
+
+
+def test_order_change_rejects_a_products_event_on_the_orders_topic() -> None:
+    with pytest.raises(DecodeError, match=r"source\.table"):
+        order_change(None, SAMPLES["products_update"]["schemas_enabled"]["value"])

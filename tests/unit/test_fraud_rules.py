@@ -13,6 +13,7 @@ from agents.fraud_rules import (
     evaluate,
     reason,
     score,
+    window_as_of,
 )
 
 DEFAULT = FraudLimits()
@@ -26,15 +27,16 @@ def window(count: int, amount: str) -> dict[str, object]:
 
 
 def test_add_to_window_starts_an_empty_window(mk) -> None:
-    assert add_to_window(None, mk.order(total="12.34")) == {"count": 1, "amount": "12.34"}
-    assert add_to_window({}, mk.order(total="12.34")) == {"count": 1, "amount": "12.34"}
+    one = {"count": 1, "amount": "12.34", "orders": [["ord-1", "12.34"]]}
+    assert add_to_window(None, mk.order(total="12.34")) == one
+    assert add_to_window({}, mk.order(total="12.34")) == one
 
 
 def test_add_to_window_accumulates_count_and_exact_decimal_amount(mk) -> None:
-    w = add_to_window(None, mk.order(total="0.10"))
-    w = add_to_window(w, mk.order(total="0.20"))
-    w = add_to_window(w, mk.order(total="1999.70"))
-    assert w == {"count": 3, "amount": "2000.00"}
+    w = add_to_window(None, mk.order("a", total="0.10"))
+    w = add_to_window(w, mk.order("b", total="0.20"))
+    w = add_to_window(w, mk.order("c", total="1999.70"))
+    assert (w["count"], w["amount"]) == (3, "2000.00")
     # money travels as a string and stays exact (0.1 + 0.2 is not 0.30000000000000004)
     assert isinstance(w["amount"], str)
     assert Decimal(w["amount"]) == Decimal("2000.00")
@@ -44,8 +46,42 @@ def test_add_to_window_returns_a_new_dict(mk) -> None:
     before = window(2, "5.00")
     after = add_to_window(before, mk.order(total="1.00"))
     assert before == window(2, "5.00")
-    assert after == {"count": 3, "amount": "6.00"}
+    assert after == {"count": 3, "amount": "6.00", "orders": [["ord-1", "1.00"]]}
     assert after is not before
+
+
+def test_add_to_window_counts_an_order_once(mk) -> None:
+    order = mk.order("a", total="7.00")
+    once = add_to_window(None, order)
+    assert add_to_window(once, order) == once
+
+
+def test_window_as_of_is_what_the_first_count_saw(mk) -> None:
+    # Replay after a crash that kept the window (a, b, c counted) but lost b's decision.
+    w = window(2, "3.00")  # counted before orders were listed
+    for oid, total in (("a", "10.00"), ("b", "20.00"), ("c", "40.00")):
+        w = add_to_window(w, mk.order(oid, total=total))
+    assert window_as_of(w, "b") == {"count": 4, "amount": "33.00"}
+    assert window_as_of(w, "c") == {"count": 5, "amount": "73.00"}
+    assert window_as_of(w, "zzz") == {"count": 5, "amount": "73.00"}
+
+
+def test_replayed_order_gets_the_same_decision(mk) -> None:
+    limits = FraudLimits(velocity_count=2)
+    orders = [mk.order(f"o{i}", total="1.00") for i in range(3)]
+    w = None
+    first = []
+    for order in orders:
+        w = add_to_window(w, order)
+        first.append(evaluate(order, window_as_of(w, order.order_id), limits))
+    assert first == [[], [], ["velocity_count"]]
+    # every decision lost, the window kept: the replay decides the same and counts nothing
+    replayed = []
+    for order in orders:
+        again = add_to_window(w, order)
+        assert again == w
+        replayed.append(evaluate(order, window_as_of(again, order.order_id), limits))
+    assert replayed == first
 
 
 # --- evaluate: passing -----------------------------------------------------------------
@@ -79,18 +115,18 @@ def test_max_total_uses_configured_limit(mk) -> None:
 
 
 def test_velocity_count_fifth_order_in_window_passes(mk) -> None:
-    order = mk.order(total="1.00")
     w = None
-    for _ in range(5):
+    for i in range(5):
+        order = mk.order(f"o{i}", total="1.00")
         w = add_to_window(w, order)
     assert w["count"] == 5
     assert evaluate(order, w, DEFAULT) == []
 
 
 def test_velocity_count_sixth_order_in_window_rejects(mk) -> None:
-    order = mk.order(total="1.00")
     w = None
-    for _ in range(6):
+    for i in range(6):
+        order = mk.order(f"o{i}", total="1.00")
         w = add_to_window(w, order)
     assert evaluate(order, w, DEFAULT) == ["velocity_count"]
 

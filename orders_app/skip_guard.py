@@ -1,0 +1,237 @@
+"""Guards against three faust-streaming defects that skip records silently after an
+assignment (the range skip of issue 13).
+
+Rule: every record the consumer hands to the agents is processed or redelivered; none is
+counted as read, acknowledged through a "gap" and committed past without reaching its
+agent.
+
+Defects 1 and 3 strike a worker that starts behind a backlog, with no rebalance, as the
+SIGKILL crash test's replacement worker does; its loss (48 consecutive ``order_validated``
+records of one partition the payment agent never saw) fits defect 3 best.
+
+Defect 1 (faust-streaming 0.15.3 with mode-streaming 0.7.1).  After every assignment, the
+first included, ``Recovery.on_recovery_completed``
+(``faust/tables/recovery.py``, ``_resume_streams`` likewise) runs::
+
+    consumer.resume_partitions(<stream partitions>)
+    await consumer.perform_seek()        # one committed-offset request per partition
+    self.app.flow_control.resume()
+    consumer.resume_flow()
+
+Flow control is already active then (recovery resumed it), so records are fetched and
+delivered into the agents' channel queues during ``perform_seek``'s walk over every
+partition.  ``FlowControlEvent.resume`` (``mode/utils/queues.py``) then *clears* every
+channel queue (they are ``clear_on_resume=True``) without checking that the flow was ever
+suspended: events of the current generation, already counted as read, vanish unprocessed
+and unacknowledged.  ``perform_seek`` has meanwhile reset the read offsets to the committed
+ones, so the next delivery looks like a jump and ``Consumer._drain_messages`` passes the
+range to ``_add_gap``, which the next commit skips (``_new_offset``).  The lost range is
+whatever sat in an agent's queue at that instant: no error, no dead letter, no rebalance
+needed (reproduced in tests/integration/test_range_skip.py).  A shorter fetch wait
+delivers more during the walk, so it loses more often.
+Guard: ``resume`` clears the queues only when it ends a suspension (upstream: the same
+test in ``FlowControlEvent.resume``, or Faust calling ``resume`` only when suspended).
+The same walk leaves a second hole: ``perform_seek`` ends by resetting every read offset to
+the committed one, below the records it delivered meanwhile, so the next delivery still
+becomes a gap, and a commit can pass records still waiting in a queue (a crash then loses
+them).  Guard: that reset does not move a read offset back below a delivery of the same
+assignment (the revoke pops them all, so every one left was delivered since); the
+refetched duplicates are dropped as already read, and nothing becomes a gap.
+
+Defect 2 (``faust/transport/consumer.py``, ``Consumer._drain_messages``)::
+
+    await self.wait_first(callback(message), self.suspend_flow.wait())
+    set_read_offset(tp, offset)
+
+A rebalance pops the revoked partitions' read offsets (``on_partitions_revoked``), then
+stops the flow.  A delivery waiting at that moment (its agent's buffer full) is cancelled
+by ``wait_first``, yet its offset ``M`` is stored as read *after* the pop.  The revoke
+clears the agents' buffers and commits only what they acknowledged, so the committed
+offset ``C`` is below ``M``.  If the partition comes back to this worker, records ``C ..
+M-1`` refetched during ``perform_seek``'s walk are dropped by ``offset >= r_offset``
+(``DROPPED MESSAGE ROFF``, a dev-level log line), aiokafka moves past them, and the reset
+read offset turns the next delivery into a gap that is committed past.
+Guard: a read offset records only a delivery that completed (upstream::
+
+    delivery = callback(message)
+    results = await self.wait_first(delivery, self.suspend_flow.wait())
+    if delivery in results.done:
+        set_read_offset(tp, offset)
+
+).  Here, without copying ``_drain_messages``: the consumer's callback marks each message
+pending until its delivery completes, and the read-offset mapping ignores the one write
+``_drain_messages`` makes for a message whose delivery did not complete.  Both are
+installed before the fetcher starts (``_drain_messages`` binds them when it starts).
+
+Defect 3 (faust-streaming with aiokafka 0.14): Faust passes its *live* set of active
+partitions to ``Fetcher.fetched_records`` (``AIOKafkaConsumerThread._fetch_records``), and
+aiokafka reads an empty set as "every partition" (``if partitions and tp not in
+partitions``).  When the set empties while a fetch waits (recovery pausing the changelogs
+while the stream partitions are still paused), aiokafka hands out the paused partitions'
+records and moves past them; ``Consumer.getmany`` drops them as not active.  The seek to
+the committed offsets repairs that only if nothing of the partition was delivered before
+its seek; otherwise the refetched records are dropped as already read (seen: 58
+``order_validated`` records of one partition, detected by orders_app/gaps.py).
+Guard: aiokafka is given a view of the live set that is never "empty" to it, so a paused
+partition's records stay in its buffer (upstream: Faust passes no empty set, or aiokafka
+takes ``None``, not an empty set, for "every partition").
+
+Behaviour changes only where the defects bite: interrupted or cleared deliveries are
+processed (or redelivered after a rebalance, at-least-once) instead of skipped.
+:func:`install` applies all three; ``enabled=False`` (the caller's setting) leaves Faust
+as it is.
+
+Reads/writes: the app's ``flow_control.resume``; the Faust consumer's ``callback`` and
+``_read_offset``; the aiokafka fetcher's ``fetched_records`` (once started).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "LivePartitions",
+    "ReadOffsets",
+    "guard_fetched_records",
+    "guard_flow_resume",
+    "guard_read_offsets",
+    "install",
+]
+
+
+class ReadOffsets(defaultdict[Any, int | None]):
+    """Faust's read offsets (``defaultdict(lambda: None)``) that refuse to record a
+    message whose delivery is still pending (interrupted), and that ``perform_seek``'s
+    reset does not move back below a delivery of the current assignment."""
+
+    def __init__(self, pending: set[tuple[Any, int]]) -> None:
+        super().__init__(_none)
+        self.pending = pending
+        self.refused = 0
+
+    def __setitem__(self, tp: Any, offset: int | None) -> None:
+        if offset is not None and (tp, offset) in self.pending:
+            self.pending.discard((tp, offset))
+            self.refused += 1
+            log.info(
+                "delivery of %s[%s]@%s interrupted by a rebalance: not recorded as read",
+                tp.topic,
+                tp.partition,
+                offset,
+            )
+            return
+        super().__setitem__(tp, offset)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        # Only Consumer.perform_seek updates in bulk: the committed offsets it sought to.
+        for tp, offset in dict(*args, **kwargs).items():
+            current = self.get(tp)
+            if offset is not None and current is not None and current >= offset:
+                continue  # delivered at or past the committed offset since the assignment
+            super().__setitem__(tp, offset)
+
+
+def _none() -> None:
+    return None
+
+
+def guard_read_offsets(consumer: Any) -> ReadOffsets:
+    """Install the guard on a Faust consumer that has not started fetching yet."""
+    current = consumer._read_offset
+    if isinstance(current, ReadOffsets):
+        return current
+    pending: set[tuple[Any, int]] = set()
+    offsets = ReadOffsets(pending)
+    offsets.update(current)
+    consumer._read_offset = offsets
+    deliver: Callable[[Any], Awaitable[None]] = consumer.callback
+
+    async def tracked(message: Any) -> None:
+        key = (message.tp, message.offset)
+        pending.add(key)
+        await deliver(message)  # cancelled: the key stays pending, the write is refused
+        pending.discard(key)
+
+    consumer.callback = tracked
+    return offsets
+
+
+def guard_flow_resume(flow_control: Any) -> None:
+    """Make ``flow_control.resume()`` clear the queues only when it ends a suspension."""
+    if getattr(flow_control, "_resume_guarded", False):
+        return
+    resume: Callable[[], None] = flow_control.resume
+
+    def resume_guarded() -> None:
+        if flow_control.is_active():
+            # Already flowing: the queues hold this assignment's deliveries, not stale
+            # ones from before a suspension.
+            return
+        resume()
+
+    flow_control.resume = resume_guarded
+    flow_control._resume_guarded = True
+
+
+class LivePartitions:
+    """Faust's live set of active partitions as aiokafka must read it: never "empty"
+    (aiokafka's word for every partition), membership as the live set says now."""
+
+    __slots__ = ("live",)
+
+    def __init__(self, live: Any) -> None:
+        self.live = live
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self.live
+
+    def __iter__(self) -> Any:
+        return iter(self.live)
+
+
+def guard_fetched_records(client: Any) -> None:
+    """Wrap a started ``AIOKafkaConsumer``'s fetcher so an emptied live partition set
+    hands out nothing."""
+    fetcher = client._fetcher
+    if getattr(fetcher, "_live_guarded", False):
+        return
+    fetched_records = fetcher.fetched_records
+
+    async def guarded(partitions: Any, timeout: float = 0, max_records: Any = None) -> Any:
+        if partitions is not None and not isinstance(partitions, LivePartitions):
+            partitions = LivePartitions(partitions)
+        return await fetched_records(partitions, timeout=timeout, max_records=max_records)
+
+    fetcher.fetched_records = guarded
+    fetcher._live_guarded = True
+
+
+def install(app: Any, consumer: Any, *, enabled: bool = True) -> None:
+    """Apply the guards to a worker's app and its (not yet started) consumer."""
+    if not enabled:
+        return
+    guard_flow_resume(app.flow_control)
+    guard_read_offsets(consumer)
+    thread = consumer._thread  # creates the aiokafka consumer when it starts
+    create = thread._create_consumer
+
+    def create_guarded(*args: Any, **kwargs: Any) -> Any:
+        client = create(*args, **kwargs)
+        start = client.start
+
+        async def start_guarded() -> None:
+            await start()
+            guard_fetched_records(client)
+
+        client.start = start_guarded
+        return client
+
+    thread._create_consumer = create_guarded
