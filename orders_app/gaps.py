@@ -48,6 +48,8 @@ from aiokafka.protocol.fetch import FetchRequest
 from faust.sensors import Sensor
 from prometheus_client import CollectorRegistry, Counter
 
+from orders_app.skip_guard import on_client_started
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -367,19 +369,5 @@ def watch_gaps(app: Any, consumer: Any) -> GapDetector:
     )
     if detector not in app.sensors:
         app.sensors.add(detector)
-    thread = consumer._thread  # created with the Faust consumer, started later
-    create = thread._create_consumer
-
-    def create_watched(*args: Any, **kwargs: Any) -> Any:
-        client = create(*args, **kwargs)
-        start = client.start
-
-        async def start_watched() -> None:
-            await start()
-            attach(detector, client)
-
-        client.start = start_watched
-        return client
-
-    thread._create_consumer = create_watched
+    on_client_started(consumer, lambda client: attach(detector, client))
     return detector

@@ -214,24 +214,30 @@ def guard_fetched_records(client: Any) -> None:
     fetcher._live_guarded = True
 
 
+def on_client_started(consumer: Any, hook: Callable[[Any], None]) -> None:
+    """Call ``hook(client)`` on the aiokafka consumer a Faust consumer creates, once
+    that client has started (its fetcher exists only then)."""
+    thread = consumer._thread  # creates the aiokafka consumer when it starts
+    create = thread._create_consumer
+
+    def create_hooked(*args: Any, **kwargs: Any) -> Any:
+        client = create(*args, **kwargs)
+        start = client.start
+
+        async def start_hooked() -> None:
+            await start()
+            hook(client)
+
+        client.start = start_hooked
+        return client
+
+    thread._create_consumer = create_hooked
+
+
 def install(app: Any, consumer: Any, *, enabled: bool = True) -> None:
     """Apply the guards to a worker's app and its (not yet started) consumer."""
     if not enabled:
         return
     guard_flow_resume(app.flow_control)
     guard_read_offsets(consumer)
-    thread = consumer._thread  # creates the aiokafka consumer when it starts
-    create = thread._create_consumer
-
-    def create_guarded(*args: Any, **kwargs: Any) -> Any:
-        client = create(*args, **kwargs)
-        start = client.start
-
-        async def start_guarded() -> None:
-            await start()
-            guard_fetched_records(client)
-
-        client.start = start_guarded
-        return client
-
-    thread._create_consumer = create_guarded
+    on_client_started(consumer, guard_fetched_records)

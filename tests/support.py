@@ -8,6 +8,7 @@ import urllib.request
 from typing import Any
 
 import orjson
+import psutil  # type: ignore[import-untyped]  # no stubs installed
 
 
 def http(
@@ -80,3 +81,15 @@ async def read_topic(
         return out
     finally:
         await consumer.stop()
+
+
+def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """The processes of ``procs`` still running (zombies count as gone)."""
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out

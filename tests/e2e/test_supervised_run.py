@@ -36,7 +36,7 @@ from tests.integration.test_analytics import (
     truth,
 )
 from tests.integration.test_crash import insert_paced
-from tests.support import ahttp, read_topic
+from tests.support import ahttp, alive, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -159,17 +159,6 @@ def ours(tmp: Path) -> list[psutil.Process]:
         ):
             found.append(p)
     return alive(found)
-
-
-def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-    out = []
-    for p in procs:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 @pytest.mark.xfail(

@@ -17,6 +17,7 @@ import psutil  # type: ignore[import-untyped]  # no stubs installed
 import pytest
 
 from orders_app.supervisor import ChildSpec, RestartPolicy, Supervisor
+from tests.support import alive
 
 # Fast, so a crash loop is reached in well under a second of backoff.
 FAST = RestartPolicy(backoff_initial=0.05, backoff_max=0.2, max_restarts=3, window=30.0)
@@ -63,17 +64,6 @@ async def until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
 
 def descendants() -> list[psutil.Process]:
     return list(psutil.Process().children(recursive=True))
-
-
-def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-    out = []
-    for p in procs:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 class Harness:
