@@ -75,9 +75,12 @@ async def _aggregate(batch: list[tuple[Any, StatusChanged]]) -> None:
     for order_id, ledger in result.ledgers.items():
         with in_partition_of(of_order[order_id]):
             analytics_ledger[order_id] = ledger
+    # Every write before the first await: the retention sweeper (agents.retention) folds
+    # into these records between two events, never in the middle of one batch.
     for country, stats in result.stats.items():
         with in_partition_of(of_country[country]):
             country_stats[country] = stats
+    for country, stats in result.stats.items():
         start = result.window[country]
         # a change older than the kept windows reports an empty window
         window = stats["windows"].get(str(start), {"orders": 0, "revenue": "0"})

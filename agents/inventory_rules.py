@@ -15,7 +15,7 @@ from typing import Any
 
 from orders_app.records import OrderLine
 
-Stock = dict[str, int]
+Stock = dict[str, Any]  # available, reserved, total (+ the retention archive)
 
 
 def merge_lines(lines: list[OrderLine]) -> dict[str, int]:
@@ -66,6 +66,7 @@ def set_total(stock: Stock | None, total: int) -> Stock:
     delta = total - stock["total"]
     available = max(0, stock["available"] + delta)
     return {
+        **stock,  # the retention archive (agents.retention_rules) stays with the record
         "available": available,
         "reserved": stock["reserved"],
         "total": available + stock["reserved"],
@@ -138,6 +139,7 @@ def reserved_from_ledger(entries: list[tuple[str, dict[str, Any]]]) -> dict[str,
 def with_reserved(stock: Stock, reserved: int) -> Stock:
     """The sku's counters with ``reserved`` from the ledger; total is kept."""
     return {
+        **stock,
         "available": max(0, stock["total"] - reserved),
         "reserved": reserved,
         "total": stock["total"],

@@ -7,20 +7,29 @@ quantity) and ``analytics_ledger`` (order -> country, total, terminal status).  
 rebalance's recovery completes, before streams resume, the derived counters (``stock``
 reserved/available, ``country_stats``) are recomputed from the ledgers of this worker's
 partitions; a corrected value is written by the next event for that key (tables can only
-be written from a stream) and served by the views meanwhile.
+be written from a stream) and served by the views meanwhile.  Expired ledger entries
+live on in their counter's ``archived`` part (agents.retention_rules): the rebuild is the
+archive plus the entries stamped at or after its watermark.
+The scan runs in a thread, not in the event loop (heartbeats and the web stay served);
+Faust awaits this handler before it resumes the streams, so no agent writes meanwhile,
+and ``scan_lock`` keeps the retention sweeper out.
 Input: the local tables after recovery.  Output: ``pending`` corrections, in memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.analytics_rules import stats_from_ledger
-from agents.inventory_rules import reserved_from_ledger, with_reserved
+from agents.inventory_rules import with_reserved
+from agents.retention_rules import reserved_with_archive, stats_with_archive
 from orders_app.app import app
+from tables import loads_value, stamp_of
 from tables.country_stats import analytics_ledger, country_stats
+from tables.outside_stream import active_partitions, raw_items
 from tables.stock import stock, stock_ledger
 
 log = logging.getLogger(__name__)
@@ -33,6 +42,23 @@ class Pending:
 
 
 pending = Pending()
+#: Held by the rebuild's scan and by each retention sweep.
+scan_lock = asyncio.Lock()
+
+Row = tuple[str, float | None, dict[str, Any]]
+
+
+def rows(table: Any) -> list[Row]:
+    """Every local row of the partitions this worker owns: (key, write time, value).
+    A memory store has no stamps (write time None: nothing there has expired)."""
+    partitions = active_partitions(table)
+    if not partitions:
+        return [(k, None, v) for k, v in table.items()]
+    return [
+        (key.decode(), stamp_of(raw), loads_value(raw))
+        for p in partitions
+        for key, raw in raw_items(table, p)
+    ]
 
 
 def stock_view(sku: str) -> dict[str, int] | None:
@@ -72,14 +98,38 @@ def take_country_fix(country: str) -> dict[str, Any] | None:
     return fixed
 
 
+def corrections(
+    ledger: list[Row], stocks: list[Row], countries_ledger: list[Row], countries: list[Row]
+) -> Pending:
+    """What the ledgers (plus archives) say the counters should be, where they differ."""
+    stock_of = {k: v for k, _at, v in stocks}
+    by_sku: dict[str, list[Row]] = defaultdict(list)
+    for row in ledger:
+        by_sku[row[0].rpartition("|")[0]].append(row)
+    out = Pending()
+    for sku, entries in by_sku.items():
+        reserved = reserved_with_archive(stock_of.get(sku), entries)
+        if (stock_of.get(sku) or {}).get("reserved") != reserved:
+            out.stock[sku] = reserved
+    stats_of = {k: v for k, _at, v in countries}
+    by_country: dict[str, list[Row]] = defaultdict(list)
+    for row in countries_ledger:
+        if row[2].get("counted") and "country" in row[2]:
+            by_country[row[2]["country"]].append(row)
+    archived = {c for c, s in stats_of.items() if s and "archived" in s}
+    for country in set(by_country) | archived:
+        rebuilt = stats_with_archive(country, stats_of.get(country), by_country[country])
+        if rebuilt is not None and stats_of.get(country) != rebuilt:
+            out.countries[country] = rebuilt
+    return out
+
+
 @app.on_rebalance_complete.connect  # type: ignore[arg-type]
 async def rebuild(sender: Any, **kwargs: Any) -> None:
-    reserved = reserved_from_ledger(list(stock_ledger.items()))
-    countries = stats_from_ledger([entry for _oid, entry in analytics_ledger.items()])
-    pending.stock = {
-        sku: n for sku, n in reserved.items() if (stock.get(sku) or {}).get("reserved") != n
-    }
-    pending.countries = {c: s for c, s in countries.items() if country_stats.get(c) != s}
+    async with scan_lock:
+        tables = (stock_ledger, stock, analytics_ledger, country_stats)
+        found = await asyncio.to_thread(lambda: corrections(*(rows(t) for t in tables)))
+    pending.stock, pending.countries = found.stock, found.countries
     if pending.stock or pending.countries:
         log.warning(
             "after recovery: %d sku(s) and %d country(ies) differ from their ledgers; correcting",

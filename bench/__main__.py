@@ -13,7 +13,15 @@ database for each measurement, in one run so the figures are comparable:
    orders/s offered for ``LATENCY_S`` seconds (through the embedded CDC);
 5. start-up: worker start to first processed event; worker RSS after the pipeline run,
    and after ``RSS_N`` orders through the analytics agent (windows expiring), with the
-   growth from the first ``ANALYTICS_N``.
+   growth from the first ``ANALYTICS_N``;
+6. broker memory (issue 13: Tansu's memory store keeps every message, with no retention
+   or compaction): the Tansu process's RSS (psutil, as ``/proc/<pid>`` and the workers'
+   ``orders_embedded_broker_process_resident_memory_bytes``) just before the pipeline's
+   orders are produced and once all are terminal (and the broker's RSS has settled),
+   (after - before) / orders = ``broker_bytes_per_order`` (one worker; every topic an
+   order touches, changelogs and repartition topics included); the same over the latency
+   run, where orders come through Postgres and the CDC reader as under ``orders-app
+   run``, is ``broker_bytes_per_order_cdc``.
 
 Figures are measured ``RUNS`` times (latency and the RSS soak once, to keep ``make
 bench`` within 20 minutes) and reported as
@@ -21,6 +29,8 @@ min/median/max with machine info; results go to ``bench/results.json`` as
 ``[{"name", "unit", "min", "median", "max", "runs"}]`` (machine info in
 ``bench/machine.json``).  ``BENCH_ONLY=analytics,pipeline`` runs some steps;
 ``BENCH_PROFILE=1`` samples every worker with py-spy into ``bench/profiles/``.
+``BENCH_OUT=/some/dir`` writes ``results.json`` and ``machine.json`` there instead (a
+quick or partial run without replacing the committed full-run figures).
 """
 
 from __future__ import annotations
@@ -66,6 +76,7 @@ LATENCY_S = 10.0 if QUICK else 60.0
 LIGHT_RATE = 40.0
 LIGHT_S = 10.0 if QUICK else 30.0
 ROOT = Path(__file__).resolve().parent.parent
+OUT = Path(os.environ.get("BENCH_OUT") or Path(__file__).resolve().parent)
 COUNTRIES = ["DE", "FR", "GB", "US", "NL", "ES", "IT", "PL", "SE", "JP", "CA", "BR"]
 
 
@@ -123,6 +134,23 @@ class Stack:
     @property
     def dsn(self) -> str:
         return self.pg.dsn_for(self.db)
+
+    def broker_rss(self) -> int:
+        """Resident bytes of the Tansu process (it holds every message in memory)."""
+        assert self.broker.process is not None
+        return int(psutil.Process(self.broker.process.pid).memory_info().rss)
+
+    async def settled_broker_rss(self, quiet: float = 2.0, timeout: float = 30.0) -> int:
+        """The broker's RSS once it has not grown for ``quiet`` seconds (the last writes of
+        a run - notifications, changelogs, offset commits - land after the terminal status)."""
+        deadline = time.monotonic() + timeout
+        last, since = self.broker_rss(), time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - since < quiet:
+            await asyncio.sleep(0.25)
+            now = self.broker_rss()
+            if now > last:
+                last, since = now, time.monotonic()
+        return last
 
     def worker(self) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
@@ -397,6 +425,7 @@ async def _pipeline(pg: EmbeddedPostgres, n_workers: int) -> dict[str, float]:
         startup = time.perf_counter() - t0
         await until(all_ready, 120)
         events = [order(i, "pipe") for i in range(PIPELINE_N)]
+        broker_before = s.broker_rss()
         t0 = time.perf_counter()
         await produce(s.broker.bootstrap, events)
 
@@ -407,14 +436,20 @@ async def _pipeline(pg: EmbeddedPostgres, n_workers: int) -> dict[str, float]:
         await until(all_done, 1800)
         rate = PIPELINE_N / (time.perf_counter() - t0)
         rss = max(psutil.Process(proc.pid).memory_info().rss for proc, _url in workers) / 2**20
+        broker_per_order = (await s.settled_broker_rss() - broker_before) / PIPELINE_N
         await reader.stop()
     if n_workers == 2:
         return {"pipeline_2_workers_orders_per_s": rate}
-    return {"pipeline_orders_per_s": rate, "worker_first_event_s": startup, "worker_rss_mib": rss}
+    return {
+        "pipeline_orders_per_s": rate,
+        "worker_first_event_s": startup,
+        "worker_rss_mib": rss,
+        "broker_bytes_per_order": broker_per_order,
+    }
 
 
 async def latency(pg: EmbeddedPostgres) -> dict[str, float]:
-    return await _latency(pg, LATENCY_RATE, LATENCY_S, "latency")
+    return await _latency(pg, LATENCY_RATE, LATENCY_S, "latency", broker_memory=True)
 
 
 async def latency_light(pg: EmbeddedPostgres) -> dict[str, float]:
@@ -423,7 +458,7 @@ async def latency_light(pg: EmbeddedPostgres) -> dict[str, float]:
 
 
 async def _latency(
-    pg: EmbeddedPostgres, rate: float, seconds: float, name: str
+    pg: EmbeddedPostgres, rate: float, seconds: float, name: str, broker_memory: bool = False
 ) -> dict[str, float]:
     import asyncpg
 
@@ -444,6 +479,7 @@ async def _latency(
 
         await until(ready, 120)
         await asyncio.sleep(2)
+        broker_before = s.broker_rss()
         conn = await asyncpg.connect(s.dsn)
         n = int(rate * seconds)
         t0 = time.monotonic()
@@ -465,6 +501,7 @@ async def _latency(
             return await asyncio.to_thread(terminal_count, url) >= n
 
         await until(all_done, 600)
+        broker_after = await s.settled_broker_rss()
         consumer = AIOKafkaConsumer(
             "orders_app-order-status",
             bootstrap_servers=s.broker.bootstrap,
@@ -485,7 +522,10 @@ async def _latency(
         await reader.stop()
     lat.sort()
     q = statistics.quantiles(lat, n=100)
-    return {f"{name}_p50_ms": q[49], f"{name}_p95_ms": q[94], f"{name}_p99_ms": q[98]}
+    out = {f"{name}_p50_ms": q[49], f"{name}_p95_ms": q[94], f"{name}_p99_ms": q[98]}
+    if broker_memory:
+        out["broker_bytes_per_order_cdc"] = (broker_after - broker_before) / n
+    return out
 
 
 UNITS = {
@@ -494,6 +534,8 @@ UNITS = {
     "pipeline_orders_per_s": "orders/s",
     "worker_first_event_s": "s",
     "worker_rss_mib": "MiB",
+    "broker_bytes_per_order": "B/order",
+    "broker_bytes_per_order_cdc": "B/order",
     "latency_p50_ms": "ms",
     "latency_p95_ms": "ms",
     "latency_p99_ms": "ms",
@@ -556,7 +598,8 @@ async def main() -> None:
         "runs": RUNS,
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    out = Path(__file__).parent / "results.json"
+    OUT.mkdir(parents=True, exist_ok=True)
+    out = OUT / "results.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     (out.parent / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")
     print(f"\nmachine: {machine}")

@@ -60,6 +60,7 @@ class OrdersApp(faust.App):
         """The app's Prometheus registry and business metrics."""
         if self._metrics is None:
             self._metrics = BusinessMetrics()
+            self._metrics.watch_embedded_broker(self.settings.embedded_broker_pid)
         return self._metrics
 
     @property

@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,18 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _stack_env(
+    base: Mapping[str, str], *, broker_url: str, dsn: str, broker_pid: int | None
+) -> dict[str, str]:
+    """The environment of the stack's workers: ``base`` plus where the broker and Postgres
+    are, and the pid of the embedded broker when this command started one (its memory is
+    then in every worker's ``/metrics``: Tansu keeps every message in memory)."""
+    env = {**base, "ORDERS_BROKER_URL": broker_url, "ORDERS_POSTGRES_DSN": dsn}
+    if broker_pid is not None:
+        env["ORDERS_EMBEDDED_BROKER_PID"] = str(broker_pid)
+    return env
+
+
 def _worker_specs(
     count: int, env: dict[str, str], run_dir: Path, first_port: int
 ) -> list[ChildSpec]:
@@ -205,7 +218,7 @@ async def _run_stack(
     run_dir.mkdir(parents=True)
 
     started: list[Any] = []
-    env = dict(os.environ)
+    broker_pid: int | None = None
     try:
         if "ORDERS_BROKER_URL" in os.environ:
             broker_url = os.environ["ORDERS_BROKER_URL"]
@@ -214,6 +227,8 @@ async def _run_stack(
             await broker.start()
             started.append(broker)
             broker_url = broker.url
+            # Tansu itself (no wrapper process): the process that holds the messages.
+            broker_pid = broker.process.pid if broker.process is not None else None
         if "ORDERS_POSTGRES_DSN" in os.environ:
             dsn = os.environ["ORDERS_POSTGRES_DSN"]
         else:
@@ -221,7 +236,7 @@ async def _run_stack(
             await pg.start()
             started.append(pg)
             dsn = pg.dsn
-        env.update(ORDERS_BROKER_URL=broker_url, ORDERS_POSTGRES_DSN=dsn)
+        env = _stack_env(os.environ, broker_url=broker_url, dsn=dsn, broker_pid=broker_pid)
         os.environ.update(ORDERS_BROKER_URL=broker_url, ORDERS_POSTGRES_DSN=dsn)
         settings = Settings()
         await _migrate(dsn)
@@ -249,6 +264,8 @@ async def _run_stack(
     if workers == 0:
         click.echo(f"export ORDERS_BROKER_URL={broker_url}")
         click.echo(f"export ORDERS_POSTGRES_DSN={dsn}")
+        if broker_pid is not None:
+            click.echo(f"export ORDERS_EMBEDDED_BROKER_PID={broker_pid}")
     first_port = web_port or 6066
     supervisor = Supervisor(
         _worker_specs(workers, env, run_dir, first_port),

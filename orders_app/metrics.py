@@ -4,20 +4,27 @@ Rule: one ``CollectorRegistry`` per app (injected, not the process-global defaul
 at ``GET /metrics`` in the Prometheus text format by Faust's prometheus sensor.  Business
 metrics follow Prometheus naming: ``orders_``-prefixed, ``_total`` for counters,
 ``_seconds`` for durations.  Each worker counts what it processed.
+
+Under ``orders-app run`` every worker also exports the embedded broker's process figures
+(``orders_embedded_broker_process_resident_memory_bytes`` and the rest of the standard
+``process_*`` set, read from ``/proc/<pid>`` by prometheus_client's ``ProcessCollector``):
+Tansu keeps every message in memory, so its RSS grows with the orders it has carried.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+EMBEDDED_BROKER_NAMESPACE = "orders_embedded_broker"
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30, 60)
 
 
 @dataclass
 class BusinessMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    embedded_broker: ProcessCollector | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -63,6 +70,12 @@ class BusinessMetrics:
             ["step"],
             registry=r,
         )
+        self.state_expired = Counter(
+            "orders_state_expired_total",
+            "Table rows dropped by the retention sweeper (ORDERS_ORDER_RETENTION)",
+            ["table"],
+            registry=r,
+        )
         self.cdc_events = Counter(
             "orders_cdc_events_total", "Change events consumed", ["table", "op"], registry=r
         )
@@ -76,4 +89,14 @@ class BusinessMetrics:
             "Order committed in Postgres -> terminal status",
             buckets=LATENCY_BUCKETS,
             registry=r,
+        )
+
+    def watch_embedded_broker(self, pid: int | None) -> None:
+        """Export the process figures of the embedded broker ``pid`` (memory, CPU, fds) as
+        ``orders_embedded_broker_process_*``; nothing when ``pid`` is None.  Once only: a
+        second call is ignored.  A broker that has exited simply yields no samples."""
+        if pid is None or self.embedded_broker is not None:
+            return
+        self.embedded_broker = ProcessCollector(
+            namespace=EMBEDDED_BROKER_NAMESPACE, pid=lambda: pid, registry=self.registry
         )

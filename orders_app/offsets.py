@@ -8,16 +8,23 @@ reported end is verified by fetching the last batch itself: the true end is the 
 after the last record fetched from ``reported - 1`` on (or the fetch response's high
 watermark, whichever is higher).  On a correct broker the fetch confirms the reported
 value; the cost is one small fetch per recovered partition.
+
+A partition whose end cannot be confirmed (broker unreachable, fetch deadline passed)
+raises :class:`EndOffsetsUnverified` naming it: falling back to the reported value would
+make recovery silently stop short of the changelog's end, so the worker stops instead and
+its supervisor restarts it (``orders-app run``, compose ``restart:``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from aiokafka.structs import TopicPartition
 
 log = logging.getLogger(__name__)
@@ -25,36 +32,67 @@ log = logging.getLogger(__name__)
 FETCH_DEADLINE_S = 5.0
 
 
-async def true_end_offsets(bootstrap: str, reported: Mapping[Any, int]) -> dict[Any, int]:
-    """``reported`` end offsets per TP (Faust's or aiokafka's), corrected by a fetch."""
+class EndOffsetsUnverified(RuntimeError):
+    """The true end of a changelog partition could not be confirmed by a fetch."""
+
+
+async def true_end_offsets(
+    bootstrap: str, reported: Mapping[Any, int], *, deadline_s: float = FETCH_DEADLINE_S
+) -> dict[Any, int]:
+    """``reported`` end offsets per TP (Faust's or aiokafka's), corrected by a fetch.
+
+    Raises :class:`EndOffsetsUnverified` when a partition's end is not confirmed.
+    """
     todo = {tp: end for tp, end in reported.items() if end and end > 0}
     out = dict(reported)
     if not todo:
         return out
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        # Reading past the reported end (it was too high) must not reset to the end and
+        # "confirm" it: the partition stays unconfirmed and recovery stops loudly.
+        auto_offset_reset="none",
     )
-    await consumer.start()
+    try:
+        await asyncio.wait_for(consumer.start(), deadline_s)
+    except (TimeoutError, OSError, KafkaError) as err:
+        await consumer.stop()
+        raise EndOffsetsUnverified(
+            f"cannot verify changelog end offsets of {sorted(map(str, todo))}: {err!r}"
+        ) from err
     try:
         tps = {TopicPartition(tp.topic, tp.partition): tp for tp in todo}
         consumer.assign(list(tps))
         for ktp, tp in tps.items():
             consumer.seek(ktp, todo[tp] - 1)
         pending = set(tps)
-        deadline = time.monotonic() + FETCH_DEADLINE_S
+        deadline = time.monotonic() + deadline_s
         while pending and time.monotonic() < deadline:
-            batch = await consumer.getmany(*pending, timeout_ms=200)
+            try:
+                batch = await consumer.getmany(*pending, timeout_ms=200)
+            except OffsetOutOfRangeError as err:
+                raise EndOffsetsUnverified(
+                    f"changelog end offsets reported past the log's end: {err!r}"
+                ) from err
             for ktp, records in batch.items():
-                if not records:
-                    continue
                 tp = tps[ktp]
-                last = records[-1].offset + 1
+                last = records[-1].offset + 1 if records else 0
                 hw = consumer.highwater(ktp) or 0
                 out[tp] = max(out[tp], last, hw)
-                if await consumer.position(ktp) >= max(last, hw):
+            for ktp in list(pending):
+                # A batch of control records only (a transactional changelog's last
+                # commit marker) returns no records but moves the position past it.
+                position = await consumer.position(ktp)
+                if position >= todo[tps[ktp]] and position >= (consumer.highwater(ktp) or 0):
+                    out[tps[ktp]] = max(out[tps[ktp]], position)
                     pending.discard(ktp)
-        for ktp in pending:
-            log.debug("end offset of %s not confirmed by a fetch; keeping %s", ktp, out[tps[ktp]])
+        if pending:
+            raise EndOffsetsUnverified(
+                f"end offsets of {sorted(map(str, pending))} not confirmed by a fetch "
+                f"within {deadline_s:g} s"
+            )
         corrected = {tp: (reported[tp], out[tp]) for tp in todo if out[tp] != reported[tp]}
         if corrected:
             log.info("corrected changelog end offsets (reported, true): %s", corrected)
@@ -69,10 +107,6 @@ def correct_highwaters(consumer: Any, bootstrap: str) -> None:
 
     async def highwaters(*partitions: Any) -> Mapping[Any, int]:
         reported = await original(*partitions)
-        try:
-            return await true_end_offsets(bootstrap, reported)
-        except (TimeoutError, OSError) as err:
-            log.warning("could not verify end offsets (%s); using the broker's", err)
-            return reported
+        return await true_end_offsets(bootstrap, reported)
 
     consumer.highwaters = highwaters

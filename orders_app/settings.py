@@ -10,7 +10,9 @@ A bad value is reported as one line naming the variable and what is allowed
 
 from __future__ import annotations
 
+import re
 import sys
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
@@ -55,7 +57,7 @@ class Settings(BaseSettings):
     )
     heartbeat_interval: float = Field(1.0, gt=0, le=60, description="consumer heartbeat (s)")
     fetch_wait_ms: int = Field(
-        100,
+        20,
         ge=1,
         le=30000,
         description="longest a fetch waits for data (ms); Tansu holds fetches long",
@@ -94,12 +96,41 @@ class Settings(BaseSettings):
     batch_max: int = Field(
         2000, ge=1, le=100000, description="most events a batching agent takes at once"
     )
+    order_retention: timedelta = Field(
+        timedelta(days=7),
+        description="per-order state expires this long after its last change "
+        "(seconds, or 7d, 12h, 30m, P7D)",
+    )
+    embedded_broker_pid: int | None = Field(
+        None,
+        ge=1,
+        description="pid of the embedded broker (set by orders-app run): its RSS in /metrics",
+    )
 
     @field_validator("fraud_blocked_countries", mode="before")
     @classmethod
     def _split_countries(cls, value: object) -> object:
         if isinstance(value, str):
             return frozenset(c.strip().upper() for c in value.split(",") if c.strip())
+        return value
+
+    @field_validator("order_retention", mode="before")
+    @classmethod
+    def _retention_seconds(cls, value: object) -> object:
+        # A bare number is seconds (as Kafka's retention.ms is a number), a number with
+        # s/m/h/d/w a duration; pydantic reads "7 days", "12:00:00" and ISO 8601 itself.
+        if isinstance(value, str):
+            found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", value)
+            if found:
+                unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+                return timedelta(seconds=float(found.group(1)) * unit[found.group(2)])
+        return value
+
+    @field_validator("order_retention")
+    @classmethod
+    def _retention_positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("must be longer than 0 seconds")
         return value
 
     @field_validator("broker_url")

@@ -1,5 +1,5 @@
-"""Guards against three faust-streaming defects that skip records silently after an
-assignment (the range skip of issue 13).
+"""Guards against faust-streaming defects that skip records silently after an
+assignment (the range skip of issue 13), and one that hangs a rebalance.
 
 Rule: every record the consumer hands to the agents is processed or redelivered; none is
 counted as read, acknowledged through a "gap" and committed past without reaching its
@@ -76,21 +76,38 @@ Guard: aiokafka is given a view of the live set that is never "empty" to it, so 
 partition's records stay in its buffer (upstream: Faust passes no empty set, or aiokafka
 takes ``None``, not an empty set, for "every partition").
 
+Defect 4 (``FlowControlEvent.clear`` with ``Consumer.wait_empty``).  A message read by two
+agents (``order_created``: the fraud repartition and the status agent) is counted twice
+(``message.incref(2)`` in the conductor).  The revoke clears the channel queues; when one
+copy is cleared while the other is being processed, the processed copy's ack brings the
+count to 1, never 0, and the message stays in ``_unacked_messages``, which the
+processing stream's ``current_event`` keeps alive.  ``wait_empty`` then loops until the
+session times out: the worker hangs in the rebalance (faust-streaming #133's symptom;
+seen once in six SIGKILL runs of tests/e2e/test_supervised_run.py).
+Guard: a cleared copy releases its count, and when the message's last count goes the
+consumer forgets it without acknowledging it: ``wait_empty`` still waits for copies
+being processed, and the offset stays uncommitted, so the message is redelivered after
+the assignment (at-least-once) instead of committed past.
+
 Behaviour changes only where the defects bite: interrupted or cleared deliveries are
 processed (or redelivered after a rebalance, at-least-once) instead of skipped.
-:func:`install` applies all three; ``enabled=False`` (the caller's setting) leaves Faust
+:func:`install` applies all four; ``enabled=False`` (the caller's setting) leaves Faust
 as it is.
 
-Reads/writes: the app's ``flow_control.resume``; the Faust consumer's ``callback`` and
-``_read_offset``; the aiokafka fetcher's ``fetched_records`` (once started).
+Reads/writes: the app's ``flow_control.resume`` and ``clear``; the Faust consumer's
+``ack``, ``callback`` and ``_read_offset``; the aiokafka fetcher's ``fetched_records``
+(once started).
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from mode.utils.futures import notify
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +115,7 @@ __all__ = [
     "LivePartitions",
     "ReadOffsets",
     "guard_fetched_records",
+    "guard_flow_clear",
     "guard_flow_resume",
     "guard_read_offsets",
     "install",
@@ -178,6 +196,46 @@ def guard_flow_resume(flow_control: Any) -> None:
     flow_control._resume_guarded = True
 
 
+def guard_flow_clear(flow_control: Any, consumer: Any) -> None:
+    """Make a cleared queue release its events' counts without acknowledging them."""
+    if getattr(flow_control, "_clear_guarded", False):
+        return
+    clear: Callable[[], None] = flow_control.clear
+    ack: Callable[[Any], bool] = consumer.ack
+    dropped: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def ack_guarded(message: Any) -> bool:
+        if message in dropped:
+            # Its last count is gone, but a copy was never processed: forget it (so
+            # wait_empty ends) and leave its offset uncommitted (so it is redelivered).
+            dropped.discard(message)
+            message.acked = True
+            consumer._unacked_messages.discard(message)
+            notify(consumer._waiting_for_ack)
+            return False
+        return ack(message)
+
+    def clear_guarded() -> None:
+        copies: dict[int, tuple[Any, int]] = {}
+        for queue in list(flow_control._queues):
+            for event in list(queue._queue):
+                message = getattr(event, "message", None)
+                if message is not None and not message.acked:
+                    _, n = copies.get(id(message), (message, 0))
+                    copies[id(message)] = (message, n + 1)
+        clear()
+        for message, n in copies.values():
+            dropped.add(message)
+            if not message.decref(n):
+                ack_guarded(message)
+        if copies:
+            log.info("%d queued messages cleared: left unacknowledged for redelivery", len(copies))
+
+    consumer.ack = ack_guarded
+    flow_control.clear = clear_guarded
+    flow_control._clear_guarded = True
+
+
 class LivePartitions:
     """Faust's live set of active partitions as aiokafka must read it: never "empty"
     (aiokafka's word for every partition), membership as the live set says now."""
@@ -239,5 +297,6 @@ def install(app: Any, consumer: Any, *, enabled: bool = True) -> None:
     if not enabled:
         return
     guard_flow_resume(app.flow_control)
+    guard_flow_clear(app.flow_control, consumer)
     guard_read_offsets(consumer)
     on_client_started(consumer, guard_fetched_records)

@@ -2,15 +2,87 @@
 
 Every table is keyed by a UTF-8 string (the same bytes as the input topic's key, so the
 changelog is co-partitioned and ``table_route`` finds the owner) and holds JSON values.
+
+Every write is stamped with the time it was made (:class:`StampedTable`, codec
+``stamped_json``): the stored and changelogged bytes are ``{"~at": <epoch s>, "~v":
+<value>}``, readers get ``<value>``.  The retention sweeper (agents/retention.py) reads
+the stamp to expire per-order state; the stamp is taken once per write, so the local
+store and the changelog carry the same bytes (a recovered row has the stamp it had).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import faust
+from faust.serializers import codecs
+from faust.stores.memory import Store as MemoryStore
+from faust.utils import json as faust_json
 
 from orders_app.app import app
+
+STAMP_PREFIX = b'{"~at":'
+
+
+class Stamped:
+    """A table value with the time of its write (what ``stamped_json`` encodes)."""
+
+    __slots__ = ("at", "value")
+
+    def __init__(self, value: Any, at: float) -> None:
+        self.value = value
+        self.at = at
+
+
+def dumps_stamped(value: Any, at: float) -> bytes:
+    inner: Any = faust_json.dumps(value)  # orjson: bytes; stdlib json: str
+    if isinstance(inner, str):
+        inner = inner.encode()
+    return b'%s%.3f,"~v":%s}' % (STAMP_PREFIX, at, inner)
+
+
+def stamp_of(raw: bytes | None) -> float | None:
+    """The write time of stored bytes; None for an unstamped (older) value."""
+    if not raw or not raw.startswith(STAMP_PREFIX):
+        return None
+    end = raw.index(b",", len(STAMP_PREFIX))
+    return float(raw[len(STAMP_PREFIX) : end])
+
+
+def loads_value(raw: bytes) -> Any:
+    """A stored value without its stamp (stamped or not)."""
+    value = faust_json.loads(raw)  # type: ignore[arg-type]  # orjson takes bytes
+    if isinstance(value, dict) and "~v" in value and "~at" in value:
+        return value["~v"]
+    return value
+
+
+class StampedJson(codecs.Codec):
+    """JSON with the write time around the value (see the module docstring)."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        if isinstance(obj, Stamped):
+            return dumps_stamped(obj.value, obj.at)
+        return dumps_stamped(obj, time.time())
+
+    def _loads(self, s: bytes) -> Any:
+        return loads_value(s)
+
+
+codecs.register("stamped_json", StampedJson())
+
+
+class StampedTable(faust.Table):  # type: ignore[misc,type-arg]
+    """A table whose every write carries its write time (one stamp per write)."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if isinstance(self.data, MemoryStore):
+            # The memory store keeps objects, not bytes: readers would get the wrapper.
+            super().__setitem__(key, value)
+        else:
+            super().__setitem__(key, Stamped(value, time.time()))
+
 
 # Faust's RocksDB defaults are per partition of every table: 3 x 64 MiB memtables and a
 # 2 GiB block cache; with a dozen tables x 4 partitions the worker's memory would grow
@@ -33,16 +105,23 @@ def json_table(name: str, help: str, *, routable: bool = True, **kwargs: Any) ->
     schema, and ``table_route`` hashes the changelog-serialized key; with JSON keys it
     would hash ``'"o-1"'`` while the data sits in the partition of ``o-1``.  Windowed
     tables keep JSON keys (their keys are ``[key, [start, end]]``)."""
-    table = app.Table(
-        name,
-        schema=faust.Schema(key_type=str, key_serializer="utf8", value_serializer="json"),
-        help=help,
-        options=ROCKSDB_OPTIONS,
-        **kwargs,
+    table: Any = app.tables.add(
+        StampedTable(
+            app,
+            name=name,
+            beacon=app.tables.beacon,
+            schema=faust.Schema(key_type=str, key_serializer="utf8"),
+            help=help,
+            options=ROCKSDB_OPTIONS,
+            **kwargs,
+        )
     )
+    # Faust takes a table's serializers from its key/value *types* (JSON for both),
+    # not from the schema; the store and the changelog topic are built lazily from them.
+    table.value_serializer = "stamped_json"
     if routable:
-        table.key_serializer = "utf8"  # type: ignore[attr-defined]
-        # The table manager built the changelog topic when the table was registered;
-        # rebuild it (lazily) with the UTF-8 key serializer.
-        table._changelog_topic = None  # type: ignore[attr-defined]
+        table.key_serializer = "utf8"
+    # The table manager built the changelog topic when the table was registered;
+    # rebuild it (lazily) with these serializers.
+    table._changelog_topic = None
     return table

@@ -14,13 +14,14 @@ from datetime import timedelta
 from tables import json_table
 
 VELOCITY_WINDOW_S = 60.0
+VELOCITY_EXPIRES_S = 600.0
 
 customer_velocity = json_table(
     "customer_velocity",
     routable=False,
     default=dict,
     help="customer_id -> orders and spend in the current minute",
-).tumbling(VELOCITY_WINDOW_S, expires=timedelta(minutes=10))
+).tumbling(VELOCITY_WINDOW_S, expires=timedelta(seconds=VELOCITY_EXPIRES_S))
 
 fraud_decisions = json_table(
     "fraud_decisions",

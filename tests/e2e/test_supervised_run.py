@@ -161,11 +161,6 @@ def ours(tmp: Path) -> list[psutil.Process]:
     return alive(found)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="1 run in 6 the surviving worker hangs in Faust's rebalance wait_empty (a message "
-    "read by two agents, one copy dropped by the queue clear); open in issue 13",
-)
 async def test_sigkilled_worker_comes_back_and_nothing_is_lost_or_doubled(
     tmp_path: Path,
 ) -> None:

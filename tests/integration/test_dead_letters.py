@@ -229,3 +229,68 @@ async def test_thousand_poison_messages_exactly_thousand_dead_letters(stack, wor
     assert all(orjson.loads(m.value)["error"] for m in letters)
     assert worker.proc.poll() is None
     assert "Traceback" not in worker.log.read_text()
+
+
+async def test_an_order_whose_rule_raises_is_a_dead_letter_and_the_agent_goes_on(
+    stack, workers, cdc
+) -> None:
+    """Two orders of one customer with total 9E+999999: the first is rejected on its
+    total; adding the second to the velocity window overflows Decimal inside
+    ``fraud_rules.add_to_window``.  That order becomes one dead letter naming the step and
+    the error, ``orders_processing_errors_total{step="fraud"}`` counts it, and the fraud
+    agent goes on with the next order."""
+    worker = workers.start()
+    await workers.wait_ready(worker)
+
+    def order(oid: str, customer: str, total: Decimal, price: Decimal) -> OrderCreated:
+        return OrderCreated(
+            order_id=oid,
+            customer_id=customer,
+            country="FR",
+            currency="EUR",
+            total=total,
+            lines=[OrderLine(sku="SKU-0001", quantity=1, unit_price=price)],
+            payment_method="tok_visa",
+            created_at=time.time(),
+        )
+
+    huge = Decimal("9E+999999")
+    orders = [
+        order("ovf-1", "c-ovf", huge, huge),
+        order("ovf-2", "c-ovf", huge, huge),
+        order("after-ovf", "c-fine", Decimal("11.99"), Decimal("11.99")),
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
+    await producer.start()
+    try:
+        for o in orders:
+            await producer.send_and_wait("order_created", key=o.order_id.encode(), value=encode(o))
+    finally:
+        await producer.stop()
+
+    status, body, _ = await ahttp(
+        "GET", f"{worker.url}/orders/after-ovf?wait=terminal&timeout=60", timeout=70
+    )
+    assert status == 200 and body["status"] == "FULFILLED", body
+    status, body, _ = await ahttp(
+        "GET", f"{worker.url}/orders/ovf-1?wait=terminal&timeout=30", timeout=40
+    )
+    assert status == 200 and body["status"] == "REJECTED", body
+
+    letters: list[dict] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not letters:
+        letters = [
+            orjson.loads(m.value)
+            for m in await read_topic(stack.bootstrap, "dead_letters", idle=1.0)
+        ]
+    assert len(letters) == 1, letters
+    letter = letters[0]
+    assert letter["agent"] == "fraud"
+    assert letter["error"].startswith("fraud failed: Overflow"), letter["error"]
+    assert letter["key"] == "c-ovf"  # the repartitioned event's key
+    payload = orjson.loads(base64.b64decode(letter["payload_b64"]))
+    assert payload["order_id"] == "ovf-2"
+    _, text, _ = await ahttp("GET", f"{worker.url}/metrics")
+    assert 'orders_processing_errors_total{step="fraud"} 1.0' in text
+    assert worker.proc.poll() is None

@@ -13,10 +13,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+import faust
 import pytest
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import ConsumerRecord, TopicPartition
+from faust.types.tuples import ConsumerMessage
 from mode import Service
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 from prometheus_client import CollectorRegistry
@@ -29,7 +31,12 @@ from orders_app.gaps import (
     broker_holes,
     detector_for,
 )
-from orders_app.skip_guard import ReadOffsets, guard_flow_resume, guard_read_offsets
+from orders_app.skip_guard import (
+    ReadOffsets,
+    guard_flow_clear,
+    guard_flow_resume,
+    guard_read_offsets,
+)
 
 TOPIC = "order_validated"
 TP = TopicPartition(TOPIC, 1)
@@ -347,3 +354,74 @@ def test_guarded_seek_reset_keeps_deliveries_of_the_assignment() -> None:
     assert guarded[ahead] == 248
     assert guarded[behind] == 77
     assert guarded[new] is None
+
+
+# -- defect 4: a cleared copy of a message read by two agents ----------------------
+
+
+def revoke_with_one_copy_in_flight(guard: bool) -> tuple[Any, ConsumerMessage]:
+    """``order_created``@7 delivered to two agents' channels (the conductor counts it
+    twice); one copy is being processed, the other still queued when a revoke clears the
+    queues; then the processing copy is acknowledged.  Real Faust consumer, message,
+    event and mode flow control (no broker: nothing here talks to one)."""
+    app = faust.App("skip-guard-test", broker="kafka://127.0.0.1:1")
+    app.finalize()
+    consumer = app.consumer
+    flow = FlowControlEvent()
+    if guard:
+        guard_flow_clear(flow, consumer)
+    fraud, status = channel_queue(flow), channel_queue(flow)
+    message = ConsumerMessage("order_created", 1, 7, 0.0, 0, None, b"k", b"v", None)
+    consumer.track_message(message)
+    message.incref(2)
+    event = faust.Event(app, b"k", b"v", {}, message)
+    fraud.put_nowait(event)
+    status.put_nowait(event)
+    in_flight = status.get_nowait()  # the status agent takes its copy
+    flow.suspend()  # App._on_partitions_revoked
+    flow.clear()
+    in_flight.message.ack(consumer)  # the status agent finishes
+    consumer._clean_unacked_messages()  # what each wait_empty round does
+    return consumer, message
+
+
+def test_unguarded_clear_leaves_the_message_unacked_forever() -> None:
+    consumer, message = revoke_with_one_copy_in_flight(guard=False)
+    # the defect: wait_empty loops while this set is non-empty
+    assert message in consumer._unacked_messages
+    assert message.refcount == 1
+
+
+def test_guarded_clear_ends_wait_empty_without_committing_the_dropped_offset() -> None:
+    consumer, message = revoke_with_one_copy_in_flight(guard=True)
+    assert not consumer._unacked_messages
+    # never processed by the fraud agent: its offset must not become committable
+    assert 7 not in consumer._acked[message.tp]
+    assert consumer._new_offset(message.tp) is None
+
+
+def test_guarded_clear_still_waits_for_the_copy_in_flight() -> None:
+    app = faust.App("skip-guard-test-2", broker="kafka://127.0.0.1:1")
+    app.finalize()
+    consumer = app.consumer
+    flow = FlowControlEvent()
+    guard_flow_clear(flow, consumer)
+    fraud, status = channel_queue(flow), channel_queue(flow)
+    message = ConsumerMessage("order_created", 1, 9, 0.0, 0, None, b"k", b"v", None)
+    consumer.track_message(message)
+    message.incref(2)
+    event = faust.Event(app, b"k", b"v", {}, message)
+    fraud.put_nowait(event)
+    status.put_nowait(event)
+    status.get_nowait()
+    flow.clear()
+    consumer._clean_unacked_messages()
+    assert message in consumer._unacked_messages  # status is still processing it
+    # a message queued only once, cleared, goes at once and stays uncommitted
+    lone = ConsumerMessage("order_validated", 0, 3, 0.0, 0, None, b"k", b"v", None)
+    consumer.track_message(lone)
+    lone.incref(1)
+    fraud.put_nowait(faust.Event(app, b"k", b"v", {}, lone))
+    flow.clear()
+    assert lone not in consumer._unacked_messages
+    assert consumer._new_offset(lone.tp) is None

@@ -174,6 +174,9 @@ def test_good_broker_url_and_bootstrap(
         ("ORDERS_FETCH_WAIT_MS", "soon"),
         ("ORDERS_BATCH_MAX", "0"),
         ("ORDERS_EVENT_LOOP", "trio"),
+        ("ORDERS_ORDER_RETENTION", "0"),
+        ("ORDERS_ORDER_RETENTION", "a week"),
+        ("ORDERS_EMBEDDED_BROKER_PID", "0"),
     ],
 )
 def test_other_bad_values_name_their_variable(
@@ -189,6 +192,16 @@ def test_other_bad_values_name_their_variable(
 
 def test_performance_settings_defaults() -> None:
     settings = Settings()
-    assert settings.fetch_wait_ms == 100
+    assert settings.fetch_wait_ms == 20
+    assert settings.order_retention.total_seconds() == 7 * 86400
     assert settings.batch_max == 2000
     assert settings.event_loop == "uvloop"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("7d", 604800.0), ("12h", 43200.0), ("90", 90.0), ("2.5", 2.5), ("P1D", 86400.0)],
+)
+def test_order_retention_forms(monkeypatch: pytest.MonkeyPatch, value: str, seconds: float) -> None:
+    monkeypatch.setenv("ORDERS_ORDER_RETENTION", value)
+    assert Settings().order_retention.total_seconds() == seconds

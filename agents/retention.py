@@ -1,0 +1,173 @@
+"""Retention sweeper: per-order state expires ``ORDERS_ORDER_RETENTION`` after its last
+write, so tables, their changelogs (compacted on Kafka) and recovery stop growing with
+history (as ksqlDB's and Kafka Streams' retention).
+
+Rule (:mod:`agents.retention_rules`): every ``retention / 8`` (0.5 s .. 1 h) each worker
+walks the partitions it owns of every per-order table and deletes the rows written
+before now - retention: locally and with a changelog tombstone (tables/outside_stream.py).
+- ``order_status``, ``fraud_decisions``, ``payments``, ``notifications``,
+  ``reservations``, ``cdc_seen`` (key order_id): dropped.
+- ``customer_velocity`` (windowed, key [customer, window]): dropped after its own 10
+  minutes; Faust expires windows only locally and never the ones a recovery brought back.
+- ``stock_ledger`` (key sku|order_id) and ``analytics_ledger`` (key order_id): first
+  folded into the ``stock`` / ``country_stats`` record of their sku / country (same
+  partition), that write acknowledged by the broker, then dropped; the rebuild after a
+  recovery (agents.reconcile) adds the archive, so it stays exact.
+Input: the local stores.  Output: tombstones (and folded records) on the changelogs.
+No ``await`` between reading a row and writing it (the agents share the event loop);
+the walk yields to the loop every few hundred rows and stops at a rebalance.  A
+retention shorter than the life of an order (seconds) would drop an order's state while
+it is still moving: the default, 7 days, is far above it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from agents.cdc import cdc_seen
+from agents.reconcile import pending, scan_lock
+from agents.retention_rules import expired, fold_country, fold_stock, sweep_interval
+from orders_app.app import app
+from tables import dumps_stamped, loads_value, stamp_of
+from tables.country_stats import analytics_ledger, country_stats
+from tables.customer_spend import VELOCITY_EXPIRES_S, customer_velocity, fraud_decisions
+from tables.order_status import notifications, order_status, payments
+from tables.outside_stream import active_partitions, delete_raw, get_raw, put_raw, raw_items
+from tables.stock import reservations, stock, stock_ledger
+
+log = logging.getLogger(__name__)
+
+#: Rows handled between two yields to the event loop.
+CHUNK = 500
+
+PER_ORDER = (order_status, fraud_decisions, payments, notifications, reservations, cdc_seen)
+
+
+class Interrupted(Exception):
+    """A rebalance started: the walk stops (the next sweep starts over)."""
+
+
+def _name(table: Any) -> str:
+    return str(getattr(table, "table", table).name)
+
+
+async def _yield() -> None:
+    await asyncio.sleep(0)
+    if app.rebalancing or getattr(app, "in_recovery", False) or app.should_stop:
+        raise Interrupted()
+
+
+def _drop_if_expired(table: Any, partition: int, key: bytes, cutoff: float) -> bool:
+    # Read again right before deleting: an agent may have rewritten it since the walk
+    # saw it (the walk's iterator is a snapshot).
+    if expired(stamp_of(get_raw(table, partition, key)), cutoff):
+        delete_raw(table, partition, key)
+        return True
+    return False
+
+
+async def sweep_plain(table: Any, partition: int, cutoff: float) -> int:
+    """Drop the partition's rows written before ``cutoff``; -> rows dropped."""
+    dropped = 0
+    for i, (key, raw) in enumerate(raw_items(table, partition), 1):
+        if expired(stamp_of(raw), cutoff) and _drop_if_expired(table, partition, key, cutoff):
+            dropped += 1
+        if i % CHUNK == 0:
+            await _yield()
+    return dropped
+
+
+async def sweep_ledger(
+    ledger: Any, partition: int, cutoff: float, owner_of: Any, fold: Any, record_table: Any
+) -> int:
+    """Fold the expired ledger entries into their record, then drop them."""
+    by_owner: dict[str, list[tuple[str, float | None, dict[str, Any]]]] = defaultdict(list)
+    keys: dict[str, list[bytes]] = defaultdict(list)
+    for i, (key, raw) in enumerate(raw_items(ledger, partition), 1):
+        at = stamp_of(raw)
+        if expired(at, cutoff):
+            entry = loads_value(raw)
+            owner = owner_of(key.decode(), entry)
+            by_owner[owner].append((key.decode(), at, entry))
+            keys[owner].append(key)
+        if i % CHUNK == 0:
+            await _yield()
+    sent = []
+    now = time.time()
+    for owner, entries in by_owner.items():
+        if owner and (owner in pending.stock or owner in pending.countries):
+            keys.pop(owner)  # a rebuilt value waits for its key: fold next time
+            continue
+        if not owner:
+            continue  # nothing was counted for these entries: only drop them
+        owner_key = owner.encode()
+        current = get_raw(record_table, partition, owner_key)
+        folded = fold(None if current is None else loads_value(current), owner, entries, cutoff)
+        if folded is not None:
+            sent.append(put_raw(record_table, partition, owner_key, dumps_stamped(folded, now)))
+    # The archive must be on the broker before the entries it replaces are tombstoned.
+    await asyncio.gather(*(asyncio.ensure_future(fut) for fut in sent))
+    dropped = 0
+    for owner_keys in keys.values():
+        for key in owner_keys:
+            dropped += _drop_if_expired(ledger, partition, key, cutoff)
+    return dropped
+
+
+def _sku_of(key: str, entry: dict[str, Any]) -> str:
+    return key.rpartition("|")[0]
+
+
+def _country_of(key: str, entry: dict[str, Any]) -> str:
+    return str(entry.get("country") or "") if entry.get("counted") else ""
+
+
+def _fold_stock(record: Any, owner: str, entries: Any, cutoff: float) -> Any:
+    return fold_stock(record, entries, cutoff)
+
+
+async def sweep_once(retention_s: float, now: float | None = None) -> dict[str, int]:
+    """One sweep over every partition this worker owns; -> rows dropped per table."""
+    now = time.time() if now is None else now
+    cutoff = now - retention_s
+    dropped: dict[str, int] = defaultdict(int)
+    async with scan_lock:
+        for table in PER_ORDER:
+            for partition in active_partitions(table):
+                dropped[_name(table)] += await sweep_plain(table, partition, cutoff)
+        for partition in active_partitions(customer_velocity):
+            dropped["customer_velocity"] += await sweep_plain(
+                customer_velocity, partition, now - VELOCITY_EXPIRES_S
+            )
+        for partition in active_partitions(stock_ledger):
+            dropped["stock_ledger"] += await sweep_ledger(
+                stock_ledger, partition, cutoff, _sku_of, _fold_stock, stock
+            )
+        for partition in active_partitions(analytics_ledger):
+            dropped["analytics_ledger"] += await sweep_ledger(
+                analytics_ledger, partition, cutoff, _country_of, fold_country, country_stats
+            )
+    for name, n in dropped.items():
+        if n:
+            app.metrics.state_expired.labels(name).inc(n)
+    return dict(dropped)
+
+
+@app.task  # type: ignore[untyped-decorator]
+async def sweep_expired_state() -> None:
+    retention_s = app.settings.order_retention.total_seconds()
+    interval = sweep_interval(retention_s)
+    while not app.should_stop:
+        await asyncio.sleep(interval)
+        if app.rebalancing or getattr(app, "in_recovery", False):
+            continue
+        try:
+            dropped = await sweep_once(retention_s)
+        except Interrupted:
+            continue
+        if any(dropped.values()):
+            log.info("retention: expired %s", {k: v for k, v in dropped.items() if v})

@@ -1,0 +1,77 @@
+"""Reading and writing a table's local partitions outside a stream (the retention
+sweeper and the post-recovery rebuild).
+
+Rule: Faust writes a table only from inside a stream (``Store._set`` asserts a current
+event; the changelog partition is the event's).  A background job that owns a partition
+may still change a row when it keeps Faust's two invariants itself: the local store and
+the changelog get the same bytes, in the partition that owns the row, with no ``await``
+between reading a row and writing it (so no agent interleaves; the event loop is the
+only writer).  This module is the one place that reaches into Faust's RocksDB store for
+that (``Store._dbs_for_actives``/``_db_for_partition``/``_visible_items``, faust-streaming
+0.15): only the partitions this worker owns as actives, raw bytes in and out.
+A memory store (``ORDERS_STORE_URL=memory://``) keeps objects, not stamped bytes: it has
+no partitions here (nothing to expire; it is lost on every restart anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from faust.stores.rocksdb import Store as RocksStore
+from faust.types import TP
+
+
+def _store(table: Any) -> RocksStore | None:
+    store = getattr(table, "table", table).data  # a windowed table's wrapper holds it
+    return store if isinstance(store, RocksStore) else None
+
+
+def _table(table: Any) -> Any:
+    return getattr(table, "table", table)
+
+
+def active_partitions(table: Any) -> list[int]:
+    """The table's partitions this worker owns (empty for a memory store)."""
+    store = _store(table)
+    if store is None:
+        return []
+    topic = _table(table).changelog_topic_name
+    actives = store.app.assignor.assigned_actives()
+    return sorted(p for p in list(store._dbs) if TP(topic, p) in actives)
+
+
+def raw_items(table: Any, partition: int) -> Iterator[tuple[bytes, bytes]]:
+    """Every (key, value) of one local partition as stored (a snapshot iterator)."""
+    store = _store(table)
+    if store is None:
+        return iter(())
+    return store._visible_items(store._db_for_partition(partition))  # type: ignore[no-any-return]
+
+
+def get_raw(table: Any, partition: int, key: bytes) -> bytes | None:
+    store = _store(table)
+    if store is None:
+        return None
+    return store._db_for_partition(partition).get(key)  # type: ignore[no-any-return]
+
+
+def put_raw(table: Any, partition: int, key: bytes, value: bytes) -> Any:
+    """Write a row in the local store and its changelog; -> the changelog send future."""
+    store = _store(table)
+    assert store is not None
+    store._db_for_partition(partition).put(key, value)
+    return _table(table).send_changelog(
+        partition, key, value, key_serializer="raw", value_serializer="raw"
+    )
+
+
+def delete_raw(table: Any, partition: int, key: bytes) -> Any:
+    """Delete a row locally and tombstone it in the changelog; -> the send future."""
+    store = _store(table)
+    assert store is not None
+    store._db_for_partition(partition).delete(key)
+    store._key_index.pop(key, None)
+    return _table(table).send_changelog(
+        partition, key, None, key_serializer="raw", value_serializer="raw"
+    )

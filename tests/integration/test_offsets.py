@@ -1,0 +1,72 @@
+"""Changelog end offsets used by table recovery are verified by a fetch on the real broker,
+and an end that cannot be verified stops recovery loudly instead of falling back to the
+broker's known-wrong ListOffsets answer (orders_app/offsets.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from orders_app.admin import ensure_topics
+from orders_app.embedded import free_port
+from orders_app.offsets import EndOffsetsUnverified, correct_highwaters, true_end_offsets
+
+pytestmark = pytest.mark.integration
+
+TOPIC = "end-offsets"
+TP = TopicPartition(TOPIC, 0)
+
+
+async def _write_one_batch(bootstrap: str, n: int) -> None:
+    """``n`` records in one record batch: Tansu then reports the end as batch start + 1."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=200)
+    await producer.start()
+    try:
+        futs = [await producer.send(TOPIC, value=b"v%d" % i, partition=0) for i in range(n)]
+        for fut in futs:
+            await fut
+    finally:
+        await producer.stop()
+
+
+async def test_multi_record_last_batch_is_corrected(broker: Any) -> None:
+    await ensure_topics(broker.bootstrap, [TOPIC], 1)
+    await _write_one_batch(broker.bootstrap, 5)
+    # What Tansu's ListOffsets answers for one 5-record batch at offset 0.
+    assert await true_end_offsets(broker.bootstrap, {TP: 1}) == {TP: 5}
+    # A correct end is confirmed unchanged.
+    assert await true_end_offsets(broker.bootstrap, {TP: 5}) == {TP: 5}
+
+
+async def test_end_past_the_log_is_not_trusted(broker: Any) -> None:
+    await ensure_topics(broker.bootstrap, [TOPIC], 1)
+    await _write_one_batch(broker.bootstrap, 3)
+    with pytest.raises(EndOffsetsUnverified):
+        await true_end_offsets(broker.bootstrap, {TP: 40}, deadline_s=2.0)
+
+
+class _FaustConsumer:
+    """Stands for Faust's consumer: only ``highwaters`` is wrapped."""
+
+    def __init__(self, reported: Mapping[Any, int]) -> None:
+        self.reported = dict(reported)
+
+    async def highwaters(self, *partitions: Any) -> Mapping[Any, int]:
+        return self.reported
+
+
+async def test_unreachable_broker_stops_recovery_instead_of_using_reported() -> None:
+    consumer = _FaustConsumer({TP: 7})
+    correct_highwaters(consumer, f"127.0.0.1:{free_port()}")
+    with pytest.raises(EndOffsetsUnverified, match="end-offsets"):
+        await consumer.highwaters(TP)
+
+
+async def test_empty_partitions_need_no_fetch() -> None:
+    consumer = _FaustConsumer({TP: 0})
+    correct_highwaters(consumer, f"127.0.0.1:{free_port()}")
+    assert await consumer.highwaters(TP) == {TP: 0}
