@@ -29,7 +29,7 @@ from agents.retention_rules import reserved_with_archive, stats_with_archive
 from orders_app.app import app
 from tables import loads_value, stamp_of
 from tables.country_stats import analytics_ledger, country_stats
-from tables.outside_stream import active_partitions, raw_items
+from tables.outside_stream import active_partitions, has_raw_store, raw_items
 from tables.stock import stock, stock_ledger
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,9 @@ Row = tuple[str, float | None, dict[str, Any]]
 def rows(table: Any) -> list[Row]:
     """Every local row of the partitions this worker owns: (key, write time, value).
     A memory store has no stamps (write time None: nothing there has expired)."""
-    partitions = active_partitions(table)
-    if not partitions:
+    if not has_raw_store(table):
         return [(k, None, v) for k, v in table.items()]
+    partitions = active_partitions(table)
     return [
         (key.decode(), stamp_of(raw), loads_value(raw))
         for p in partitions
@@ -61,7 +61,7 @@ def rows(table: Any) -> list[Row]:
     ]
 
 
-def stock_view(sku: str) -> dict[str, int] | None:
+def stock_view(sku: str) -> dict[str, Any] | None:
     """The sku's counters, corrected when a correction is pending."""
     current = stock.get(sku)
     if current is not None and sku in pending.stock:
@@ -69,7 +69,7 @@ def stock_view(sku: str) -> dict[str, int] | None:
     return current  # type: ignore[no-any-return]
 
 
-def take_stock_fix(sku: str) -> dict[str, int] | None:
+def take_stock_fix(sku: str) -> dict[str, Any] | None:
     """Pop the pending correction for ``sku`` (call inside the stock agent)."""
     reserved = pending.stock.pop(sku, None)
     if reserved is None:
@@ -107,9 +107,13 @@ def corrections(
     for row in ledger:
         by_sku[row[0].rpartition("|")[0]].append(row)
     out = Pending()
-    for sku, entries in by_sku.items():
-        reserved = reserved_with_archive(stock_of.get(sku), entries)
-        if (stock_of.get(sku) or {}).get("reserved") != reserved:
+    archived_skus = {sku for sku, record in stock_of.items() if record and "archived" in record}
+    for sku in set(by_sku) | archived_skus:
+        record = stock_of.get(sku)
+        if record is None:
+            continue  # only failed reservations: no counter to correct
+        reserved = reserved_with_archive(record, by_sku[sku])
+        if record.get("reserved") != reserved:
             out.stock[sku] = reserved
     stats_of = {k: v for k, _at, v in countries}
     by_country: dict[str, list[Row]] = defaultdict(list)
@@ -128,7 +132,12 @@ def corrections(
 async def rebuild(sender: Any, **kwargs: Any) -> None:
     async with scan_lock:
         tables = (stock_ledger, stock, analytics_ledger, country_stats)
-        found = await asyncio.to_thread(lambda: corrections(*(rows(t) for t in tables)))
+        if not all(has_raw_store(t) for t in tables):
+            # A memory store: its dicts are read here, on the loop, since the loop also
+            # writes them (standby batches).
+            found = corrections(*(rows(t) for t in tables))
+        else:
+            found = await asyncio.to_thread(lambda: corrections(*(rows(t) for t in tables)))
     pending.stock, pending.countries = found.stock, found.countries
     if pending.stock or pending.countries:
         log.warning(

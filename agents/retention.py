@@ -41,85 +41,150 @@ from tables.stock import reservations, stock, stock_ledger
 
 log = logging.getLogger(__name__)
 
-#: Rows handled between two yields to the event loop.
+#: Rows handled between two yields to the event loop, and most expired ledger entries
+#: folded, acknowledged and dropped in one step (bounds memory after a long downtime).
 CHUNK = 500
+FOLD_BATCH = 2000
+#: The first sweep after a worker starts (later ones every sweep_interval).
+FIRST_SWEEP_S = 30.0
 
 PER_ORDER = (order_status, fraud_decisions, payments, notifications, reservations, cdc_seen)
 
 
 class Interrupted(Exception):
-    """A rebalance started: the walk stops (the next sweep starts over)."""
+    """A rebalance started (or the worker stops): the walk stops, the next sweep starts
+    over; nothing is written to a partition this worker may no longer own."""
 
 
 def _name(table: Any) -> str:
     return str(getattr(table, "table", table).name)
 
 
-async def _yield() -> None:
-    await asyncio.sleep(0)
-    if app.rebalancing or getattr(app, "in_recovery", False) or app.should_stop:
-        raise Interrupted()
+class Walk:
+    """One sweep's view of ownership: the consumer generation it started in."""
+
+    def __init__(self) -> None:
+        self.generation = app.consumer_generation_id
+
+    def check(self) -> None:
+        if (
+            app.rebalancing
+            or getattr(app, "in_recovery", False)
+            or app.should_stop
+            or app.consumer_generation_id != self.generation
+        ):
+            raise Interrupted()
+
+    async def pause(self) -> None:
+        """Yield to the event loop (and let the producer buffer drain), then re-check."""
+        await asyncio.sleep(0)
+        await app.producer.buffer.wait_until_ebb()
+        self.check()
 
 
 def _drop_if_expired(table: Any, partition: int, key: bytes, cutoff: float) -> bool:
     # Read again right before deleting: an agent may have rewritten it since the walk
     # saw it (the walk's iterator is a snapshot).
     if expired(stamp_of(get_raw(table, partition, key)), cutoff):
-        delete_raw(table, partition, key)
-        return True
+        return delete_raw(table, partition, key) is not None
     return False
 
 
-async def sweep_plain(table: Any, partition: int, cutoff: float) -> int:
+async def sweep_plain(walk: Walk, table: Any, partition: int, cutoff: float) -> int:
     """Drop the partition's rows written before ``cutoff``; -> rows dropped."""
     dropped = 0
     for i, (key, raw) in enumerate(raw_items(table, partition), 1):
         if expired(stamp_of(raw), cutoff) and _drop_if_expired(table, partition, key, cutoff):
             dropped += 1
         if i % CHUNK == 0:
-            await _yield()
+            await walk.pause()
     return dropped
 
 
-async def sweep_ledger(
-    ledger: Any, partition: int, cutoff: float, owner_of: Any, fold: Any, record_table: Any
+async def _fold_and_drop(
+    walk: Walk,
+    ledger: Any,
+    partition: int,
+    cutoff: float,
+    keys: list[bytes],
+    owner_of: Any,
+    fold: Any,
+    record_table: Any,
 ) -> int:
-    """Fold the expired ledger entries into their record, then drop them."""
+    """Fold these expired ledger entries into their records, wait for the broker to
+    acknowledge the folded records, then drop the entries."""
+    walk.check()
+    # From here to the sends: no await, so no agent rewrites an entry or a record in
+    # between; each entry is read again (the walk saw a snapshot) and only what is
+    # still expired, with its current value, is folded and later dropped.
     by_owner: dict[str, list[tuple[str, float | None, dict[str, Any]]]] = defaultdict(list)
-    keys: dict[str, list[bytes]] = defaultdict(list)
-    for i, (key, raw) in enumerate(raw_items(ledger, partition), 1):
+    for key in keys:
+        raw = get_raw(ledger, partition, key)
         at = stamp_of(raw)
-        if expired(at, cutoff):
-            entry = loads_value(raw)
-            owner = owner_of(key.decode(), entry)
-            by_owner[owner].append((key.decode(), at, entry))
-            keys[owner].append(key)
-        if i % CHUNK == 0:
-            await _yield()
-    sent = []
+        if raw is None or not expired(at, cutoff):
+            continue
+        entry = loads_value(raw)
+        by_owner[owner_of(key.decode(), entry)].append((key.decode(), at, entry))
+    sent, droppable = [], []
     now = time.time()
     for owner, entries in by_owner.items():
         if owner and (owner in pending.stock or owner in pending.countries):
-            keys.pop(owner)  # a rebuilt value waits for its key: fold next time
-            continue
-        if not owner:
-            continue  # nothing was counted for these entries: only drop them
-        owner_key = owner.encode()
-        current = get_raw(record_table, partition, owner_key)
-        folded = fold(None if current is None else loads_value(current), owner, entries, cutoff)
-        if folded is not None:
-            sent.append(put_raw(record_table, partition, owner_key, dumps_stamped(folded, now)))
+            continue  # a rebuilt value waits for its key: fold next time
+        if owner:
+            owner_key = owner.encode()
+            current = get_raw(record_table, partition, owner_key)
+            if current is None:
+                if any(_holds_stock(entry) or entry.get("counted") for _k, _a, entry in entries):
+                    continue  # counted into a record not written yet: keep the entries
+                droppable += [key.encode() for key, _at, _entry in entries]
+                continue  # e.g. failed reservations of an unknown sku: nothing to keep
+            folded = fold(loads_value(current), owner, entries, cutoff)
+            future = put_raw(record_table, partition, owner_key, dumps_stamped(folded, now))
+            if future is None:
+                raise Interrupted()
+            sent.append(future)
+        droppable += [key.encode() for key, _at, _entry in entries]
     # The archive must be on the broker before the entries it replaces are tombstoned.
     await asyncio.gather(*(asyncio.ensure_future(fut) for fut in sent))
+    walk.check()
+    return sum(_drop_if_expired(ledger, partition, key, cutoff) for key in droppable)
+
+
+async def sweep_ledger(
+    walk: Walk,
+    ledger: Any,
+    partition: int,
+    cutoff: float,
+    owner_of: Any,
+    fold: Any,
+    record_table: Any,
+) -> int:
+    """Fold the expired ledger entries into their records and drop them, in batches."""
     dropped = 0
-    for owner_keys in keys.values():
-        for key in owner_keys:
-            dropped += _drop_if_expired(ledger, partition, key, cutoff)
+    batch: list[bytes] = []
+    for i, (key, raw) in enumerate(raw_items(ledger, partition), 1):
+        if expired(stamp_of(raw), cutoff):
+            batch.append(key)
+        if len(batch) >= FOLD_BATCH:
+            dropped += await _fold_and_drop(
+                walk, ledger, partition, cutoff, batch, owner_of, fold, record_table
+            )
+            batch = []
+        if i % CHUNK == 0:
+            await walk.pause()
+    if batch:
+        dropped += await _fold_and_drop(
+            walk, ledger, partition, cutoff, batch, owner_of, fold, record_table
+        )
     return dropped
 
 
+def _holds_stock(entry: dict[str, Any]) -> bool:
+    return entry.get("state") == "reserved"
+
+
 def _sku_of(key: str, entry: dict[str, Any]) -> str:
-    return key.rpartition("|")[0]
+    return key.rpartition("|")[0]  # as agents.inventory_rules.reserved_from_ledger
 
 
 def _country_of(key: str, entry: dict[str, Any]) -> str:
@@ -136,24 +201,34 @@ async def sweep_once(retention_s: float, now: float | None = None) -> dict[str, 
     cutoff = now - retention_s
     dropped: dict[str, int] = defaultdict(int)
     async with scan_lock:
-        for table in PER_ORDER:
-            for partition in active_partitions(table):
-                dropped[_name(table)] += await sweep_plain(table, partition, cutoff)
-        for partition in active_partitions(customer_velocity):
-            dropped["customer_velocity"] += await sweep_plain(
-                customer_velocity, partition, now - VELOCITY_EXPIRES_S
-            )
-        for partition in active_partitions(stock_ledger):
-            dropped["stock_ledger"] += await sweep_ledger(
-                stock_ledger, partition, cutoff, _sku_of, _fold_stock, stock
-            )
-        for partition in active_partitions(analytics_ledger):
-            dropped["analytics_ledger"] += await sweep_ledger(
-                analytics_ledger, partition, cutoff, _country_of, fold_country, country_stats
-            )
-    for name, n in dropped.items():
-        if n:
-            app.metrics.state_expired.labels(name).inc(n)
+        walk = Walk()
+        walk.check()
+        try:
+            for table in PER_ORDER:
+                for partition in active_partitions(table):
+                    dropped[_name(table)] += await sweep_plain(walk, table, partition, cutoff)
+            for partition in active_partitions(customer_velocity):
+                dropped["customer_velocity"] += await sweep_plain(
+                    walk, customer_velocity, partition, now - VELOCITY_EXPIRES_S
+                )
+            for partition in active_partitions(stock_ledger):
+                dropped["stock_ledger"] += await sweep_ledger(
+                    walk, stock_ledger, partition, cutoff, _sku_of, _fold_stock, stock
+                )
+            for partition in active_partitions(analytics_ledger):
+                dropped["analytics_ledger"] += await sweep_ledger(
+                    walk,
+                    analytics_ledger,
+                    partition,
+                    cutoff,
+                    _country_of,
+                    fold_country,
+                    country_stats,
+                )
+        finally:
+            for name, n in dropped.items():
+                if n:
+                    app.metrics.state_expired.labels(name).inc(n)
     return dict(dropped)
 
 
@@ -161,13 +236,16 @@ async def sweep_once(retention_s: float, now: float | None = None) -> dict[str, 
 async def sweep_expired_state() -> None:
     retention_s = app.settings.order_retention.total_seconds()
     interval = sweep_interval(retention_s)
+    await asyncio.sleep(min(interval, FIRST_SWEEP_S))
     while not app.should_stop:
+        if not (app.rebalancing or getattr(app, "in_recovery", False)):
+            try:
+                dropped = await sweep_once(retention_s)
+            except Interrupted:
+                pass
+            except Exception:  # a sweep that fails is retried next time; the worker goes on
+                log.exception("retention sweep failed; retrying in %.0f s", interval)
+            else:
+                if any(dropped.values()):
+                    log.info("retention: expired %s", {k: v for k, v in dropped.items() if v})
         await asyncio.sleep(interval)
-        if app.rebalancing or getattr(app, "in_recovery", False):
-            continue
-        try:
-            dropped = await sweep_once(retention_s)
-        except Interrupted:
-            continue
-        if any(dropped.values()):
-            log.info("retention: expired %s", {k: v for k, v in dropped.items() if v})

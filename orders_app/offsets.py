@@ -73,9 +73,8 @@ async def true_end_offsets(
             try:
                 batch = await consumer.getmany(*pending, timeout_ms=200)
             except OffsetOutOfRangeError as err:
-                raise EndOffsetsUnverified(
-                    f"changelog end offsets reported past the log's end: {err!r}"
-                ) from err
+                await _past_log_start(consumer, err, pending, todo, tps)
+                continue
             for ktp, records in batch.items():
                 tp = tps[ktp]
                 last = records[-1].offset + 1 if records else 0
@@ -99,6 +98,29 @@ async def true_end_offsets(
         return out
     finally:
         await consumer.stop()
+
+
+async def _past_log_start(
+    consumer: AIOKafkaConsumer,
+    err: OffsetOutOfRangeError,
+    pending: set[TopicPartition],
+    todo: Mapping[Any, int],
+    tps: Mapping[TopicPartition, Any],
+) -> None:
+    """An out-of-range fetch: below the log start (Kafka deleted the old segments, e.g. a
+    windowed changelog's retention) the fetch goes on from the log start; past the log's
+    end the reported end is wrong and recovery must not trust it."""
+    failed = err.args[0] if err.args and isinstance(err.args[0], dict) else {}
+    bad = [tp for tp in failed if tp in pending] or list(pending)
+    starts = await consumer.beginning_offsets(bad)
+    for ktp in bad:
+        start = starts.get(ktp, 0)
+        if start <= todo[tps[ktp]] - 1:
+            raise EndOffsetsUnverified(
+                f"changelog end offset of {ktp} reported past the log's end "
+                f"({todo[tps[ktp]]}): {err!r}"
+            ) from err
+        consumer.seek(ktp, start)
 
 
 def correct_highwaters(consumer: Any, bootstrap: str) -> None:

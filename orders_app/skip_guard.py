@@ -83,24 +83,35 @@ copy is cleared while the other is being processed, the processed copy's ack bri
 count to 1, never 0, and the message stays in ``_unacked_messages``, which the
 processing stream's ``current_event`` keeps alive.  ``wait_empty`` then loops until the
 session times out: the worker hangs in the rebalance (faust-streaming #133's symptom;
-seen once in six SIGKILL runs of tests/e2e/test_supervised_run.py).
+seen once in six SIGKILL runs of tests/e2e/test_supervised_run.py).  A copy blocked on
+a full queue when the flow stops is lost the same way, outside any queue.
 Guard: a cleared copy releases its count, and when the message's last count goes the
-consumer forgets it without acknowledging it: ``wait_empty`` still waits for copies
-being processed, and the offset stays uncommitted, so the message is redelivered after
-the assignment (at-least-once) instead of committed past.
+consumer forgets it without acknowledging it; past ``WAIT_EMPTY_LIMIT_S`` a revoke
+forgets whatever is still counted.  ``wait_empty`` still waits for copies being
+processed (up to the limit), and forgotten offsets stay uncommitted, so those messages
+are redelivered after the assignment (at-least-once) instead of committed past.
+
+Defect 5 (``Consumer.on_partitions_revoked`` with the streams' skip path).  The revoke
+pops the revoked partitions' committed offsets before the streams have drained; a stream
+that finds the flow inactive acknowledges the event it skips (Faust's iterator, and a
+batch taken just before), and ``_new_offset`` with no committed offset has no head-gap
+check, so the revoke's commit can pass records that were never processed.
+Guard: while the flow is suspended an acknowledgement forgets the message instead
+(redelivered, not committed).
 
 Behaviour changes only where the defects bite: interrupted or cleared deliveries are
 processed (or redelivered after a rebalance, at-least-once) instead of skipped.
-:func:`install` applies all four; ``enabled=False`` (the caller's setting) leaves Faust
+:func:`install` applies all five; ``enabled=False`` (the caller's setting) leaves Faust
 as it is.
 
 Reads/writes: the app's ``flow_control.resume`` and ``clear``; the Faust consumer's
-``ack``, ``callback`` and ``_read_offset``; the aiokafka fetcher's ``fetched_records``
-(once started).
+``ack``, ``wait_empty``, ``callback`` and ``_read_offset``; the aiokafka fetcher's
+``fetched_records`` (once started).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import weakref
 from collections import defaultdict
@@ -196,22 +207,42 @@ def guard_flow_resume(flow_control: Any) -> None:
     flow_control._resume_guarded = True
 
 
-def guard_flow_clear(flow_control: Any, consumer: Any) -> None:
-    """Make a cleared queue release its events' counts without acknowledging them."""
+#: How long a revoke (or a stop) waits for the events being processed before it forgets
+#: the messages still counted (defect 4): they stay uncommitted and are redelivered.
+WAIT_EMPTY_LIMIT_S = 3.0
+
+
+def guard_flow_clear(
+    flow_control: Any, consumer: Any, *, wait_limit: float = WAIT_EMPTY_LIMIT_S
+) -> None:
+    """Defects 4 and 5: cleared or skipped events are forgotten, never acknowledged for
+    a commit, and a revoke's wait for the events in flight is bounded."""
     if getattr(flow_control, "_clear_guarded", False):
         return
     clear: Callable[[], None] = flow_control.clear
     ack: Callable[[Any], bool] = consumer.ack
+    wait_empty: Callable[[], Awaitable[None]] = consumer.wait_empty
     dropped: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def forget(message: Any) -> None:
+        # Out of the unacked set (so wait_empty ends), not in the acked offsets (so no
+        # commit passes it): the message is redelivered after the assignment.
+        message.acked = True
+        consumer._unacked_messages.discard(message)
+        notify(consumer._waiting_for_ack)
 
     def ack_guarded(message: Any) -> bool:
         if message in dropped:
-            # Its last count is gone, but a copy was never processed: forget it (so
-            # wait_empty ends) and leave its offset uncommitted (so it is redelivered).
             dropped.discard(message)
-            message.acked = True
-            consumer._unacked_messages.discard(message)
-            notify(consumer._waiting_for_ack)
+            forget(message)
+            return False
+        if not flow_control.is_active():
+            # Defect 5: while a revoke (or a stop) has the flow suspended, an ack may be
+            # of an event skipped unprocessed (Faust's stream acks what it skips then),
+            # and the revoked partitions' committed offsets are already popped, so the
+            # commit would pass records never processed.  What finished meanwhile is
+            # redelivered instead (at-least-once; the agents are idempotent).
+            forget(message)
             return False
         return ack(message)
 
@@ -231,7 +262,26 @@ def guard_flow_clear(flow_control: Any, consumer: Any) -> None:
         if copies:
             log.info("%d queued messages cleared: left unacknowledged for redelivery", len(copies))
 
+    async def wait_empty_bounded() -> None:
+        # A copy can also be lost outside the queues (a delivery blocked on a full
+        # queue when the flow stopped): past the limit, what is still counted is
+        # forgotten, and Faust's own loop then ends and commits what was acknowledged.
+        task = asyncio.ensure_future(wait_empty())
+        done, _ = await asyncio.wait({task}, timeout=wait_limit)
+        if not done:
+            stuck = list(consumer._unacked_messages)
+            for message in stuck:
+                forget(message)
+            if stuck:
+                log.warning(
+                    "%d messages still counted %.0f s into a revoke: left for redelivery",
+                    len(stuck),
+                    wait_limit,
+                )
+        await task
+
     consumer.ack = ack_guarded
+    consumer.wait_empty = wait_empty_bounded
     flow_control.clear = clear_guarded
     flow_control._clear_guarded = True
 

@@ -11,6 +11,9 @@ that (``Store._dbs_for_actives``/``_db_for_partition``/``_visible_items``, faust
 0.15): only the partitions this worker owns as actives, raw bytes in and out.
 A memory store (``ORDERS_STORE_URL=memory://``) keeps objects, not stamped bytes: it has
 no partitions here (nothing to expire; it is lost on every restart anyway).
+A partition whose database is not open here (revoked meanwhile) is never reopened: reads
+give nothing and writes return None, so a caller stops instead of writing into a
+partition another worker owns now.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ def _store(table: Any) -> RocksStore | None:
     return store if isinstance(store, RocksStore) else None
 
 
+def has_raw_store(table: Any) -> bool:
+    """Whether the table keeps stamped bytes (RocksDB), not objects (memory store)."""
+    return _store(table) is not None
+
+
 def _table(table: Any) -> Any:
     return getattr(table, "table", table)
 
@@ -41,36 +49,43 @@ def active_partitions(table: Any) -> list[int]:
     return sorted(p for p in list(store._dbs) if TP(topic, p) in actives)
 
 
+def _db(table: Any, partition: int) -> Any:
+    store = _store(table)
+    return None if store is None else store._dbs.get(partition)
+
+
 def raw_items(table: Any, partition: int) -> Iterator[tuple[bytes, bytes]]:
     """Every (key, value) of one local partition as stored (a snapshot iterator)."""
-    store = _store(table)
-    if store is None:
+    store, db = _store(table), _db(table, partition)
+    if store is None or db is None:
         return iter(())
-    return store._visible_items(store._db_for_partition(partition))  # type: ignore[no-any-return]
+    return store._visible_items(db)  # type: ignore[no-any-return]
 
 
 def get_raw(table: Any, partition: int, key: bytes) -> bytes | None:
-    store = _store(table)
-    if store is None:
-        return None
-    return store._db_for_partition(partition).get(key)  # type: ignore[no-any-return]
+    db = _db(table, partition)
+    return None if db is None else db.get(key)
 
 
 def put_raw(table: Any, partition: int, key: bytes, value: bytes) -> Any:
-    """Write a row in the local store and its changelog; -> the changelog send future."""
-    store = _store(table)
-    assert store is not None
-    store._db_for_partition(partition).put(key, value)
+    """Write a row in the local store and its changelog; -> the changelog send future
+    (None when the partition is not open here)."""
+    db = _db(table, partition)
+    if db is None:
+        return None
+    db.put(key, value)
     return _table(table).send_changelog(
         partition, key, value, key_serializer="raw", value_serializer="raw"
     )
 
 
 def delete_raw(table: Any, partition: int, key: bytes) -> Any:
-    """Delete a row locally and tombstone it in the changelog; -> the send future."""
-    store = _store(table)
-    assert store is not None
-    store._db_for_partition(partition).delete(key)
+    """Delete a row locally and tombstone it in the changelog; -> the send future
+    (None when the partition is not open here)."""
+    store, db = _store(table), _db(table, partition)
+    if store is None or db is None:
+        return None
+    db.delete(key)
     store._key_index.pop(key, None)
     return _table(table).send_changelog(
         partition, key, None, key_serializer="raw", value_serializer="raw"

@@ -1,4 +1,4 @@
-"""Crash: 20,000 orders committed in Postgres at about 500/s, flowing through CDC; the
+"""Crash: 12,000 orders committed in Postgres at about 500/s, flowing through CDC; the
 worker is killed with SIGKILL at a random moment mid-stream and a new one starts on the
 same data directory.  Against the Postgres ground truth: every order ends exactly once
 with its expected status, nothing is lost, no charge / reservation / refund /
@@ -32,7 +32,7 @@ from tests.support import ahttp, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-N = int(os.environ.get("CRASH_ORDERS", "20000"))
+N = int(os.environ.get("CRASH_ORDERS", "12000"))
 RATE = 500.0
 
 

@@ -70,3 +70,33 @@ async def test_empty_partitions_need_no_fetch() -> None:
     consumer = _FaustConsumer({TP: 0})
     correct_highwaters(consumer, f"127.0.0.1:{free_port()}")
     assert await consumer.highwaters(TP) == {TP: 0}
+
+
+class _Seeker:
+    """The two calls ``_past_log_start`` makes on the aiokafka consumer."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.sought: dict[Any, int] = {}
+
+    async def beginning_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return {tp: self.start for tp in tps}
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.sought[tp] = offset
+
+
+async def test_a_log_deleted_up_to_its_end_is_read_from_its_start() -> None:
+    # Kafka: a windowed changelog idle past its retention has log start == end (12); the
+    # fetch at reported - 1 (11) is out of range, yet nothing is wrong.
+    from aiokafka.errors import OffsetOutOfRangeError
+
+    from orders_app.offsets import _past_log_start
+
+    seeker = _Seeker(start=12)
+    err = OffsetOutOfRangeError({TP: 11})
+    await _past_log_start(seeker, err, {TP}, {TP: 12}, {TP: TP})  # type: ignore[arg-type]
+    assert seeker.sought == {TP: 12}
+    # whereas an end reported past a log that starts at 0 is not trusted
+    with pytest.raises(EndOffsetsUnverified):
+        await _past_log_start(_Seeker(0), err, {TP}, {TP: 12}, {TP: TP})  # type: ignore[arg-type]

@@ -425,3 +425,61 @@ def test_guarded_clear_still_waits_for_the_copy_in_flight() -> None:
     flow.clear()
     assert lone not in consumer._unacked_messages
     assert consumer._new_offset(lone.tp) is None
+
+
+# -- defect 5: an ack while the flow is suspended --------------------------------------
+
+
+def test_ack_while_suspended_is_forgotten_not_committed() -> None:
+    app = faust.App("skip-guard-test-3", broker="kafka://127.0.0.1:1")
+    app.finalize()
+    consumer = app.consumer
+    app.topics._acking_topics.add("order_validated")
+    flow = FlowControlEvent()
+    flow.resume()
+    guard_flow_clear(flow, consumer)
+    live = ConsumerMessage("order_validated", 0, 10, 0.0, 0, None, b"k", b"v", None)
+    consumer.track_message(live)
+    live.incref(1)
+    live.ack(consumer)  # flowing: a normal ack, committable
+    assert 10 in consumer._acked[live.tp]
+    flow.suspend()  # a revoke: the stream acks what it skips
+    skipped = ConsumerMessage("order_validated", 0, 11, 0.0, 0, None, b"k", b"v", None)
+    consumer.track_message(skipped)
+    skipped.incref(1)
+    skipped.ack(consumer)
+    assert skipped not in consumer._unacked_messages
+    assert 11 not in consumer._acked[skipped.tp]
+
+
+# -- defect 4, the catch-all: a count lost outside the queues --------------------------
+
+
+class _WaitingConsumer:
+    """Faust's wait_empty loop as far as the guard sees it: until the unacked set is
+    empty (Faust re-checks at least every second)."""
+
+    def __init__(self) -> None:
+        self._unacked_messages: set[Any] = set()
+        self._waiting_for_ack: Any = None
+        self.committed = False
+
+    def ack(self, message: Any) -> bool:
+        return True
+
+    async def wait_empty(self) -> None:
+        while self._unacked_messages:
+            await asyncio.sleep(0.02)
+        self.committed = True
+
+
+async def test_revoke_wait_is_bounded_and_forgets_what_is_stuck() -> None:
+    consumer = _WaitingConsumer()
+    flow = FlowControlEvent()
+    guard_flow_clear(flow, consumer, wait_limit=0.2)
+    stuck = ConsumerMessage("order_created", 2, 5, 0.0, 0, None, b"k", b"v", None)
+    consumer._unacked_messages.add(stuck)  # its second copy was blocked on a full queue
+    stuck.incref(1)
+    await asyncio.wait_for(consumer.wait_empty(), 5)
+    assert consumer.committed and not consumer._unacked_messages
+    assert stuck.acked  # forgotten: a late ack of the other copy changes nothing
