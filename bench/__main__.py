@@ -22,6 +22,29 @@ database for each measurement, in one run so the figures are comparable:
    order touches, changelogs and repartition topics included); the same over the latency
    run, where orders come through Postgres and the CDC reader as under ``orders-app
    run``, is ``broker_bytes_per_order_cdc``.
+7. per-order costs (issue 12), counted on the one-worker pipeline run, whose orders are
+   all fulfilled one-sku orders (SKU-0001 x 2, 100,000 in stock, a new customer each,
+   ``tok_visa``, 23.98; checked: the worker's analytics must count exactly
+   ``PIPELINE_N`` new FULFILLED orders and nothing else, or the run gives none of the
+   three), see ``bench/pipeline_costs.py``:
+   ``kafka_writes_per_order`` = records written to every topic the broker lists
+   (seed, repartition/command, changelog and Faust's own topics) during the run /
+   orders, from *true* end offsets before and after (Tansu's ListOffsets reports the
+   first offset of the last batch + 1, so each partition's end is verified by fetching
+   its last batch, ``orders_app.offsets.true_end_offsets``); the orders' own
+   ``order_created`` records are included, the CDC hop (``orders_db.public.orders`` and
+   the ``cdc-orders`` agent) is not in this scenario (orders are produced straight to
+   ``order_created``);
+   ``agent_deliveries_per_order`` = events delivered to agent streams during the run /
+   orders, from Faust's Prometheus counter
+   ``faust_total_events_per_stream_total{stream}`` scraped from the worker's
+   ``GET /metrics`` before and after;
+   ``worker_cpu_ms_per_order`` = the worker's user + system CPU time (psutil) over the
+   timed window of ``pipeline_orders_per_s`` / orders.
+   Before and after are taken once nothing has moved for 2 s (the start-up order done;
+   the last notifications and changelog writes landed), and the run prints where the
+   writes (per topic, with the worker's own send counts and table writes) and the
+   deliveries (per stream, with the agents reading it) go.
 
 Figures are measured ``RUNS`` times (latency and the RSS soak once, to keep ``make
 bench`` within 20 minutes) and reported as
@@ -51,9 +74,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psutil
+import psutil  # type: ignore[import-untyped]  # no stubs in the venv
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench import pipeline_costs as costs
 from orders_app.admin import ensure_topics, registry_topic_names
 from orders_app.cdc import CdcReader
 from orders_app.db import migrate, seed_catalogue
@@ -77,6 +101,7 @@ LIGHT_RATE = 40.0
 LIGHT_S = 10.0 if QUICK else 30.0
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(os.environ.get("BENCH_OUT") or Path(__file__).resolve().parent)
+FULFILLED = "FULFILLED"
 COUNTRIES = ["DE", "FR", "GB", "US", "NL", "ES", "IT", "PL", "SE", "JP", "CA", "BR"]
 
 
@@ -152,18 +177,39 @@ class Stack:
                 last, since = now, time.monotonic()
         return last
 
-    def worker(self) -> tuple[subprocess.Popen[bytes], str]:
-        port = free_port()
-        env = {
+    def env(self, port: int) -> dict[str, str]:
+        """The environment of a worker on web port ``port``."""
+        return {
             **os.environ,
             "ORDERS_BROKER_URL": self.broker.url,
             "ORDERS_POSTGRES_DSN": self.dsn,
             "ORDERS_WEB_PORT": str(port),
             "ORDERS_DATA_DIR": str(self.tmp / f"w{port}"),
         }
+
+    def agent_streams(self) -> dict[str, list[str]]:
+        """Stream label -> agents (``bench/agent_streams.py``, in a subprocess with a
+        worker's environment); empty if it fails (the labels are printed without names)."""
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "bench.agent_streams"],
+                env=self.env(free_port()),
+                cwd=ROOT,
+                capture_output=True,
+                timeout=120,
+                check=True,
+            )
+            out: dict[str, list[str]] = orjson.loads(done.stdout.splitlines()[-1])
+            return out
+        except (subprocess.SubprocessError, OSError, IndexError, orjson.JSONDecodeError) as err:
+            print(f"    (agent names unavailable: {err!r})", flush=True)
+            return {}
+
+    def worker(self) -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "orders_app.cli", "worker", "--skip-checks"],
-            env=env,
+            env=self.env(port),
             cwd=ROOT,
             stdout=(self.tmp / f"w{port}.log").open("wb"),
             stderr=subprocess.STDOUT,
@@ -425,6 +471,10 @@ async def _pipeline(pg: EmbeddedPostgres, n_workers: int) -> dict[str, float]:
         startup = time.perf_counter() - t0
         await until(all_ready, 120)
         events = [order(i, "pipe") for i in range(PIPELINE_N)]
+        # issue 12's per-order costs, on the one-worker run
+        meter = costs.Meter(s.broker.bootstrap, urls[0], workers[0][0].pid)
+        if n_workers == 1:
+            await meter.start(terminal_before=1)  # the start-up order
         broker_before = s.broker_rss()
         t0 = time.perf_counter()
         await produce(s.broker.bootstrap, events)
@@ -435,17 +485,24 @@ async def _pipeline(pg: EmbeddedPostgres, n_workers: int) -> dict[str, float]:
 
         await until(all_done, 1800)
         rate = PIPELINE_N / (time.perf_counter() - t0)
+        if n_workers == 1:
+            meter.stop()
         rss = max(psutil.Process(proc.pid).memory_info().rss for proc, _url in workers) / 2**20
         broker_per_order = (await s.settled_broker_rss() - broker_before) / PIPELINE_N
+        measured = await meter.finish(PIPELINE_N, FULFILLED) if n_workers == 1 else None
         await reader.stop()
     if n_workers == 2:
         return {"pipeline_2_workers_orders_per_s": rate}
-    return {
+    out = {
         "pipeline_orders_per_s": rate,
         "worker_first_event_s": startup,
         "worker_rss_mib": rss,
         "broker_bytes_per_order": broker_per_order,
     }
+    if measured is not None:
+        costs.report(measured, s.agent_streams())
+        out.update(measured.figures)
+    return out
 
 
 async def latency(pg: EmbeddedPostgres) -> dict[str, float]:
@@ -536,6 +593,9 @@ UNITS = {
     "worker_rss_mib": "MiB",
     "broker_bytes_per_order": "B/order",
     "broker_bytes_per_order_cdc": "B/order",
+    "kafka_writes_per_order": "writes",
+    "agent_deliveries_per_order": "events",
+    "worker_cpu_ms_per_order": "ms",
     "latency_p50_ms": "ms",
     "latency_p95_ms": "ms",
     "latency_p99_ms": "ms",
