@@ -663,11 +663,12 @@ async def main() -> None:
     out.write_text(json.dumps(results, indent=2) + "\n")
     (out.parent / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")
     print(f"\nmachine: {machine}")
-    print(f"| {'figure':<24} | {'unit':<8} | {'min':>10} | {'median':>10} | {'max':>10} |")
-    print(f"|{'-' * 26}|{'-' * 10}|{'-' * 12}|{'-' * 12}|{'-' * 12}|")
+    w = max([24, *(len(str(r["name"])) for r in results)])
+    print(f"| {'figure':<{w}} | {'unit':<8} | {'min':>10} | {'median':>10} | {'max':>10} |")
+    print(f"|{'-' * (w + 2)}|{'-' * 10}|{'-' * 12}|{'-' * 12}|{'-' * 12}|")
     for r in results:
         row = [f"{r[k]:>10,.2f}" for k in ("min", "median", "max")]
-        print(f"| {r['name']:<24} | {r['unit']:<8} | " + " | ".join(row) + " |")
+        print(f"| {r['name']:<{w}} | {r['unit']:<8} | " + " | ".join(row) + " |")
     print(f"\nwritten to {out}")
 
 
