@@ -1,12 +1,13 @@
-"""Analytics agents: order status changes -> per-country totals -> order_analytics.
+"""Analytics agent: order status changes -> per-country totals -> order_analytics.
 
-``analytics-repartition`` re-keys ``orders_app-order-status`` (key order_id) by country to
-``orders_app-status-by-country`` (as ``group_by``), forwarding the message bytes with the
-order's commit time as the message timestamp; only the changes that can move a figure
-(an order's first status, and terminal ones) are forwarded.  ``analytics`` (key
-country) takes the events in batches (what is waiting, up to ``ORDERS_BATCH_MAX``),
-pre-aggregates each batch per country, then writes ``analytics_ledger`` once per order
-and ``country_stats`` once per country, and emits each changed country's totals as
+Input ``orders_app-status-by-country`` (key country): the status agent writes there, as
+a ``group_by``, the changes that can move a figure (an order's first status, and
+terminal ones) with the order's commit time as the message timestamp; a separate
+repartition agent reading every status change back cost four deliveries per order.
+``analytics`` (key country) takes the events in batches (what is waiting, up to
+``ORDERS_BATCH_MAX``), pre-aggregates each batch per country, then writes
+``analytics_ledger`` once per order and ``country_stats`` once per country, and emits
+each changed country's totals as
 ``CountryStats`` on ``order_analytics`` (key country): one update per country per
 batch, as ksqlDB's record cache does.  Rules: :mod:`agents.analytics_rules`.
 """
@@ -17,25 +18,13 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from agents.analytics_rules import WINDOW_S, apply_batch, average_order_value, counts
+from agents.analytics_rules import WINDOW_S, apply_batch, average_order_value
 from agents.reconcile import take_country_fix
 from orders_app.app import app
 from orders_app.records import CountryStats, StatusChanged
-from orders_app.streams import decoded, decoded_batches, guarded, in_partition_of, send
-from orders_app.topics import ORDER_ANALYTICS, ORDER_STATUS, STATUS_BY_COUNTRY
+from orders_app.streams import decoded_batches, guarded, in_partition_of, send
+from orders_app.topics import ORDER_ANALYTICS, STATUS_BY_COUNTRY
 from tables.country_stats import analytics_ledger, country_stats
-
-
-@app.agent(ORDER_STATUS, name="analytics-repartition")
-async def by_country(stream: Any) -> None:
-    # The notification agent owns this topic's dead letters.
-    async for event, change in decoded(stream, StatusChanged, "analytics", owner=False):
-        async with guarded(event, "analytics"):
-            if not counts(change):
-                continue
-            await STATUS_BY_COUNTRY.send(
-                key=change.country.encode(), value=event.value, timestamp=change.created_at
-            )
 
 
 @app.agent(STATUS_BY_COUNTRY, name="analytics")

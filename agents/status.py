@@ -4,7 +4,10 @@ Input: every order topic (order_created, order_validated, fraud_alerts,
 payment_successful, payment_failed, inventory_updated, payment_refunded), all keyed by
 order_id and co-partitioned with the table.  Output: ``orders_app-order-status``
 (StatusChanged, key order_id), every transition once details are known, and a terminal
-change again when a duplicate of its cause arrives.  Rules: :mod:`agents.status_rules`.
+change again when a duplicate of its cause arrives; the changes that move the analytics
+(an order's first and terminal ones) also to ``orders_app-status-by-country`` (key
+country), and a terminal one to the notification step (:mod:`agents.notification`).
+Rules: :mod:`agents.status_rules`, :func:`agents.analytics_rules.counts`.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from typing import Any
 
 import faust
 
+from agents.analytics_rules import counts
+from agents.notification import notify
 from agents.status_rules import apply
 from orders_app import records
 from orders_app.app import app
 from orders_app.records import TERMINAL_STATUSES, DecodeError
-from orders_app.streams import dead_letter, guarded, key_str, send
+from orders_app.streams import dead_letter, guarded, key_str
 from orders_app.topics import (
     FRAUD_ALERTS,
     INVENTORY_UPDATED,
@@ -29,6 +34,7 @@ from orders_app.topics import (
     PAYMENT_FAILED,
     PAYMENT_REFUNDED,
     PAYMENT_SUCCESSFUL,
+    STATUS_BY_COUNTRY,
 )
 from tables.order_status import order_status
 
@@ -109,4 +115,13 @@ async def track(stream: Any) -> None:
                         "partition": event.message.partition,
                     },
                 )
-                await send(ORDER_STATUS, order_id, change)
+                value = records.encode(change)
+                await ORDER_STATUS.send(key=order_id.encode(), value=value)
+                if counts(change):
+                    # The analytics group_by, here rather than by an agent reading every
+                    # change back (the order-status topic stays the status log).
+                    await STATUS_BY_COUNTRY.send(
+                        key=change.country.encode(), value=value, timestamp=change.created_at
+                    )
+                if change.terminal:
+                    await notify(change)

@@ -123,6 +123,9 @@ def apply_settings(conf: Any, settings: Settings) -> None:
     conf.table_standby_replicas = 0
     conf.web_enabled = True
     conf.producer_acks = -1
+    # Off unless asked: Faust's repaired fast paths (one decode per message for every
+    # channel, the stream taking what is queued without a loop turn), see README.
+    conf.cython_optimizations = settings.cython_optimizations
     if settings.log_format == "json":
         conf.logging_config = logging_config()
 

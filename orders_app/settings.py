@@ -93,6 +93,10 @@ class Settings(BaseSettings):
         True,
         description="guard Faust against the offset skips after an assignment (skip_guard.py)",
     )
+    cython_optimizations: bool = Field(
+        False,
+        description="Faust's repaired Cython fast paths (stream iterator, conductor)",
+    )
     batch_max: int = Field(
         2000, ge=1, le=100000, description="most events a batching agent takes at once"
     )

@@ -70,7 +70,7 @@ async def until(predicate, timeout: float = 60.0, step: float = 0.5):  # type: i
     return await predicate()
 
 
-async def test_thousand_posted_orders_reach_order_created_once_across_a_cdc_restart(
+async def test_thousand_posted_orders_reach_order_created_across_a_cdc_restart(
     stack, workers
 ) -> None:
     worker = workers.start({"ORDERS_PARTITIONS": "4"})
@@ -112,9 +112,17 @@ async def test_thousand_posted_orders_reach_order_created_once_across_a_cdc_rest
         created = await until(all_created, timeout=90)
         keys = Counter(m.key.decode() for m in created)
         assert set(keys) == ids  # none lost
-        assert max(keys.values()) == 1  # none duplicated
+        # The CDC reader, across its restart, publishes each row's change exactly once.
         envelopes = await read_topic(stack.bootstrap, "orders_db.public.orders", idle=0.5)
-        assert {orjson.loads(m.key)["id"] for m in envelopes} == ids
+        per_row = Counter(orjson.loads(m.key)["id"] for m in envelopes)
+        assert set(per_row) == ids and max(per_row.values()) == 1
+        # order_created is at-least-once: a change the worker gets again (a rebalance
+        # redelivers what it had not committed) is emitted again, identical; downstream
+        # is idempotent per order id.
+        values: dict[str, set[bytes]] = {}
+        for m in created:
+            values.setdefault(m.key.decode(), set()).add(m.value)
+        assert all(len(v) == 1 for v in values.values())
         assert all(orjson.loads(m.value)["op"] == "c" for m in envelopes)
 
         conn = await asyncpg.connect(stack.dsn)

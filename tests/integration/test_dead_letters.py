@@ -30,7 +30,7 @@ INPUT_TOPICS = [
     "payment_refunded",
     "orders_app-stock-commands",
     "orders_app-stock-replies",
-    "orders_app-order-status",
+    # orders_app-order-status is the status log: no agent reads it back (issue 12)
     "orders_db.public.orders",
     "orders_db.public.products",
 ]

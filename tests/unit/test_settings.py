@@ -205,3 +205,18 @@ def test_performance_settings_defaults() -> None:
 def test_order_retention_forms(monkeypatch: pytest.MonkeyPatch, value: str, seconds: float) -> None:
     monkeypatch.setenv("ORDERS_ORDER_RETENTION", value)
     assert Settings().order_retention.total_seconds() == seconds
+
+
+def test_settings_reach_faust_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    import faust
+    from faust.utils.optin import cython_optimizations_enabled
+
+    from orders_app.app import apply_settings
+
+    monkeypatch.setenv("ORDERS_CYTHON_OPTIMIZATIONS", "true")
+    monkeypatch.setenv("ORDERS_SESSION_TIMEOUT", "6")
+    probe = faust.App("settings-probe", broker="kafka://127.0.0.1:1")
+    apply_settings(probe.conf, Settings())
+    assert cython_optimizations_enabled(probe.conf)
+    assert probe.conf.broker_session_timeout == 6.0
+    assert probe.conf.consumer_auto_offset_reset == "earliest"
