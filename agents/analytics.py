@@ -1,9 +1,8 @@
 """Analytics agent: order status changes -> per-country totals -> order_analytics.
 
 Input ``orders_app-status-by-country`` (key country): the status agent writes there, as
-a ``group_by``, the changes that can move a figure (an order's first status, and
-terminal ones) with the order's commit time as the message timestamp; a separate
-repartition agent reading every status change back cost four deliveries per order.
+a ``group_by``, each order's terminal change (it counts the order, its status and
+revenue) with the order's commit time as the message timestamp.
 ``analytics`` (key country) takes the events in batches (what is waiting, up to
 ``ORDERS_BATCH_MAX``), pre-aggregates each batch per country, then writes
 ``analytics_ledger`` once per order and ``country_stats`` once per country, and emits

@@ -1,12 +1,15 @@
 """Fraud agent: order_created -> order_validated | fraud_alerts.
 
-Input ``order_created`` (key order_id) is repartitioned by customer_id to
-``orders_app-orders-by-customer`` (as Kafka Streams' ``groupBy``), whose message timestamp
-is the order's commit time, so the per-customer 1-minute window is event-time and
-deterministic on replay.  Rules: :mod:`agents.fraud_rules`.  Output keyed by order_id.
-A decision is stored per order, so a redelivered order gets the same decision again;
-the window lists the orders it counted, so a replay after a crash that kept the window
-update and lost the decision neither counts the order twice nor decides differently.
+Input ``orders_app-orders-by-customer`` (key customer_id): ``order_created`` repartitioned
+by the order agent (:mod:`agents.order_flow`, as Kafka Streams' ``groupBy``), whose
+message timestamp is the order's commit time, so the per-customer 1-minute window is
+event-time and deterministic on replay.  Rules: :mod:`agents.fraud_rules`.  Output keyed
+by order_id.
+The window lists the orders it counted, so a redelivered order is not counted twice and
+is decided as the first count saw it (:func:`agents.fraud_rules.window_as_of`): the same
+decision again, with no per-order decision table (issue 12).  Once the window is gone
+(10 minutes) a re-evaluation could differ; the order agent keeps the first decision and
+stops sending an order here once it has one.
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ from agents.fraud_rules import (
     window_as_of,
 )
 from orders_app.app import app
-from orders_app.records import FraudAlert, OrderCreated, OrderValidated, encode
+from orders_app.records import FraudAlert, OrderCreated, OrderValidated
 from orders_app.streams import decoded, guarded, send
-from orders_app.topics import FRAUD_ALERTS, ORDER_CREATED, ORDER_VALIDATED, ORDERS_BY_CUSTOMER
-from tables.customer_spend import customer_velocity, fraud_decisions
+from orders_app.topics import FRAUD_ALERTS, ORDER_VALIDATED, ORDERS_BY_CUSTOMER
+from tables.customer_spend import customer_velocity
 
 
 def limits() -> FraudLimits:
@@ -39,29 +42,17 @@ def limits() -> FraudLimits:
     )
 
 
-@app.agent(ORDER_CREATED, name="fraud-repartition")
-async def repartition_by_customer(stream: Any) -> None:
-    async for event, order in decoded(stream, OrderCreated, "fraud"):
-        async with guarded(event, "fraud"):
-            await ORDERS_BY_CUSTOMER.send(
-                key=order.customer_id.encode(), value=encode(order), timestamp=order.created_at
-            )
-
-
 @app.agent(ORDERS_BY_CUSTOMER, name="fraud-check")
 async def check(stream: Any) -> None:
     rule_limits = limits()
     async for event, order in decoded(stream, OrderCreated, "fraud"):
         async with guarded(event, "fraud"):
-            rules = fraud_decisions.get(order.order_id)
-            if rules is None:
-                before = customer_velocity[order.customer_id].current()
-                window = add_to_window(before, order)
-                if window != before:
-                    customer_velocity[order.customer_id] = window
-                # As the first count saw it, also when a crash lost only the decision.
-                rules = evaluate(order, window_as_of(window, order.order_id), rule_limits)
-                fraud_decisions[order.order_id] = rules
+            before = customer_velocity[order.customer_id].current()
+            window = add_to_window(before, order)
+            # As the first count saw it: a redelivered order is in the window already.
+            rules = evaluate(order, window_as_of(window, order.order_id), rule_limits)
+            if window != before:
+                customer_velocity[order.customer_id] = window
                 app.metrics.fraud_checks.labels("rejected" if rules else "passed").inc()
                 for rule in rules:
                     app.metrics.fraud_rejections.labels(rule).inc()

@@ -1,97 +1,28 @@
-"""Inventory agents: payment_successful -> inventory_updated (reserved | out_of_stock |
-released), all-or-nothing per order across sku partitions.
+"""Inventory: stock per sku, all-or-nothing per order across sku partitions.
 
-- ``inventory-order`` (key order_id): starts the order's reservation saga and sends one
-  ``reserve`` command per distinct sku to ``orders_app-stock-commands`` (key sku).
-- ``inventory-stock`` (key sku): the only writer of the ``stock`` table; applies
-  reserve / release / restock idempotently (ledger per sku and order) and replies on
-  ``orders_app-stock-replies`` (key order_id).  Restocks come from the cdc agent.
-- ``inventory-replies`` (key order_id): collects replies; when every sku answered it
-  emits ``reserved``, or ``out_of_stock`` and releases what was reserved, then
-  ``released`` once every release is acknowledged.
+- ``inventory-stock`` (this agent; input ``orders_app-stock-commands``, key sku): the only
+  writer of the ``stock`` table; applies reserve / release / restock idempotently (ledger
+  per sku and order, ``stock_ledger``) and replies on ``orders_app-stock-replies`` (key
+  order_id).  Restocks come from the cdc agent.
+- The order side of the saga (start it on a successful charge, collect the replies, emit
+  ``inventory_updated`` ``reserved`` | ``out_of_stock`` + releases | ``released``) is a
+  step of the order agent (:mod:`agents.order_flow`): the saga state lives in the order's
+  document, so it costs no agent and no table of its own.
 Rules: :mod:`agents.inventory_rules`.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from decimal import Decimal
 from typing import Any
 
-from agents.inventory_rules import (
-    missing_skus,
-    release,
-    reserve,
-    saga_released,
-    saga_reply,
-    saga_start,
-    set_total,
-)
+from agents.inventory_rules import release, reserve, set_total
 from agents.reconcile import take_stock_fix
 from orders_app.app import app
-from orders_app.records import (
-    InventoryUpdated,
-    OrderLine,
-    PaymentSucceeded,
-    StockCommand,
-    StockReply,
-)
+from orders_app.records import StockCommand, StockReply
 from orders_app.streams import dead_letter, decoded, guarded, send
-from orders_app.topics import INVENTORY_UPDATED, PAYMENT_SUCCESSFUL, STOCK_COMMANDS, STOCK_REPLIES
-from tables.stock import reservations, stock, stock_ledger
-
-log = logging.getLogger(__name__)
-
-
-def _lines(saga: dict[str, Any]) -> list[OrderLine]:
-    return [
-        OrderLine(sku=ln["sku"], quantity=int(ln["quantity"]), unit_price=Decimal(ln["unit_price"]))
-        for ln in saga["lines"]
-    ]
-
-
-async def _command(op: str, sku: str, quantity: int, order_id: str, skus: int) -> None:
-    await send(
-        STOCK_COMMANDS,
-        sku,
-        StockCommand(
-            op=op, sku=sku, quantity=quantity, order_id=order_id, lines_total=skus, at=time.time()
-        ),
-    )
-
-
-async def _updated(saga: dict[str, Any], status: str, missing: list[str]) -> None:
-    await send(
-        INVENTORY_UPDATED,
-        saga["order_id"],
-        InventoryUpdated(
-            order_id=saga["order_id"],
-            status=status,
-            lines=_lines(saga),
-            missing=missing,
-            at=time.time(),
-        ),
-    )
-
-
-@app.agent(PAYMENT_SUCCESSFUL, name="inventory-order")
-async def reserve_order(stream: Any) -> None:
-    async for event, paid in decoded(stream, PaymentSucceeded, "inventory"):
-        async with guarded(event, "inventory"):
-            saga = reservations.get(paid.order_id)
-            if saga is None:
-                saga = saga_start(paid.order_id, paid.order.lines)
-                reservations[paid.order_id] = saga
-            if saga["state"] == "pending":
-                # Also on redelivery: the stock side answers a repeated command the same way.
-                for sku, qty in saga["wanted"].items():
-                    if sku not in saga["replies"]:
-                        await _command("reserve", sku, qty, paid.order_id, len(saga["wanted"]))
-            elif saga["state"] == "reserved":
-                await _updated(saga, "reserved", [])
-            else:
-                await _updated(saga, "out_of_stock", missing_skus(saga))
+from orders_app.topics import STOCK_COMMANDS, STOCK_REPLIES
+from tables.stock import stock, stock_ledger
 
 
 @app.agent(STOCK_COMMANDS, name="inventory-stock")
@@ -131,48 +62,3 @@ async def stock_commands(stream: Any) -> None:
                     at=time.time(),
                 ),
             )
-
-
-@app.agent(STOCK_REPLIES, name="inventory-replies")
-async def collect_replies(stream: Any) -> None:
-    async for event, reply in decoded(stream, StockReply, "inventory"):
-        async with guarded(event, "inventory"):
-            saga = reservations.get(reply.order_id)
-            if saga is None:
-                log.warning("stock reply for unknown order %s", reply.order_id)
-                continue
-            if reply.op == "reserve":
-                if saga["state"] != "pending" and reply.sku in saga["replies"]:
-                    # A repeated reply after the decision: emit the decision again (a crash
-                    # may have kept the saga record and lost the inventory_updated one).
-                    decided = "reserved" if saga["state"] == "reserved" else "out_of_stock"
-                    await _updated(saga, decided, missing_skus(saga))
-                    if saga["state"] == "out_of_stock":  # releases not all acknowledged yet
-                        for sku, good in saga["replies"].items():
-                            if good and sku not in saga["released"]:
-                                await _command(
-                                    "release",
-                                    sku,
-                                    saga["wanted"][sku],
-                                    reply.order_id,
-                                    len(saga["wanted"]),
-                                )
-                    continue
-                saga, decision, to_release = saga_reply(saga, reply.sku, reply.ok)
-                reservations[reply.order_id] = saga
-                if decision is not None:
-                    app.metrics.reservations.labels(decision).inc()
-                if decision == "reserved":
-                    await _updated(saga, "reserved", [])
-                elif decision == "out_of_stock":
-                    await _updated(saga, "out_of_stock", missing_skus(saga))
-                    for sku in to_release:
-                        await _command(
-                            "release", sku, saga["wanted"][sku], reply.order_id, len(saga["wanted"])
-                        )
-            elif reply.op == "release":
-                saga, done = saga_released(saga, reply.sku)
-                reservations[reply.order_id] = saga
-                if done:
-                    app.metrics.reservations.labels("released").inc()
-                    await _updated(saga, "released", [])

@@ -1,40 +1,37 @@
-"""Notification step: terminal status changes -> notification_sent.
+"""Notification step: an order's terminal status change -> notification_sent (key order_id).
 
-Called by the status agent (agents/status.py) for each change it publishes, in its
-stream: the key is the order_id, the same partition as the ``notifications`` ledger, so
-no agent has to read every status change back from ``orders_app-order-status`` (that
-cost four deliveries per order for the one that matters).  Exactly one notification per
-order, with the template of its terminal status; a redelivered terminal change is sent
-again with the same ``notification_id`` (a crash may have lost the first send; delivery
-deduplicates by id).  Rules: :mod:`agents.notification_rules`.
+Not an agent of its own: the order agent (:mod:`agents.status`) calls it for each terminal
+change it publishes, so the notification ledger is the ``notified`` field of the order's
+document (no agent reads every status change back, no ``notifications`` changelog write).
+Exactly one notification per order, with the template of its terminal status; a
+redelivered terminal change is sent again with the same ``notification_id`` (a crash may
+have lost the first send; delivery deduplicates by id).
+Rules: :mod:`agents.notification_rules`.  Pure.
 """
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
 from agents.notification_rules import notification_for, notification_id, resend_for
-from orders_app.app import app
 from orders_app.records import NotificationSent, StatusChanged
-from orders_app.streams import send
-from orders_app.topics import NOTIFICATION_SENT
-from tables.order_status import notifications
 
 
-async def notify(change: StatusChanged) -> None:
-    """Record and send the order's notification when ``change`` is terminal."""
-    ledger = notifications.get(change.order_id)
+def notify(
+    doc: dict[str, Any], change: StatusChanged, now: float
+) -> tuple[dict[str, Any], NotificationSent | None, bool]:
+    """-> (document, notification to send or None, recorded now?)."""
+    ledger = doc.get("notified")
     note = notification_for(change, ledger)
+    recorded = note is not None
     if note is not None:
-        notifications[change.order_id] = note
-        app.metrics.notifications.labels(note["template"]).inc()
+        doc = {**doc, "notified": note}
     else:
         note = resend_for(change, ledger)
         if note is None:
-            return
-    await send(
-        NOTIFICATION_SENT,
-        change.order_id,
+            return doc, None, False
+    return (
+        doc,
         NotificationSent(
             notification_id=notification_id(change.order_id, note["template"]),
             order_id=change.order_id,
@@ -42,6 +39,7 @@ async def notify(change: StatusChanged) -> None:
             status=change.status,
             channel=note["channel"],
             template=note["template"],
-            at=time.time(),
+            at=now,
         ),
+        recorded,
     )

@@ -5,8 +5,8 @@ history (as ksqlDB's and Kafka Streams' retention).
 Rule (:mod:`agents.retention_rules`): every ``retention / 8`` (0.5 s .. 1 h) each worker
 walks the partitions it owns of every per-order table and deletes the rows written
 before now - retention: locally and with a changelog tombstone (tables/outside_stream.py).
-- ``order_status``, ``fraud_decisions``, ``payments``, ``notifications``,
-  ``reservations``, ``cdc_seen`` (key order_id): dropped.
+- ``order_status`` (the order's document with its fraud decision, payment, saga and
+  notification), ``cdc_seen`` (key order_id): dropped.
 - ``customer_velocity`` (windowed, key [customer, window]): dropped after its own 10
   minutes; Faust expires windows only locally and never the ones a recovery brought back.
 - ``stock_ledger`` (key sku|order_id) and ``analytics_ledger`` (key order_id): first
@@ -34,10 +34,10 @@ from agents.retention_rules import expired, fold_country, fold_stock, sweep_inte
 from orders_app.app import app
 from tables import dumps_stamped, loads_value, stamp_of
 from tables.country_stats import analytics_ledger, country_stats
-from tables.customer_spend import VELOCITY_EXPIRES_S, customer_velocity, fraud_decisions
-from tables.order_status import notifications, order_status, payments
+from tables.customer_spend import VELOCITY_EXPIRES_S, customer_velocity
+from tables.order_status import order_status
 from tables.outside_stream import active_partitions, delete_raw, get_raw, put_raw, raw_items
-from tables.stock import reservations, stock, stock_ledger
+from tables.stock import stock, stock_ledger
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ FOLD_BATCH = 2000
 #: The first sweep after a worker starts (later ones every sweep_interval).
 FIRST_SWEEP_S = 30.0
 
-PER_ORDER = (order_status, fraud_decisions, payments, notifications, reservations, cdc_seen)
+PER_ORDER = (order_status, cdc_seen)
 
 
 class Interrupted(Exception):

@@ -560,7 +560,7 @@ async def _latency(
         await until(all_done, 600)
         broker_after = await s.settled_broker_rss()
         consumer = AIOKafkaConsumer(
-            "orders_app-order-status",
+            "orders_app-status-by-country",
             bootstrap_servers=s.broker.bootstrap,
             auto_offset_reset="earliest",
             group_id=None,

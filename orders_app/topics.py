@@ -9,7 +9,8 @@ the topics (``partitions=None`` defers to ``app.conf.topic_partitions``).
 
 Internal topics (prefixed ``orders_app-``) are the repartition/command streams that Kafka
 Streams would create for ``groupBy``/``through``: by customer for fraud velocity, by sku
-for stock, by country for analytics, and the status-change stream.
+for stock, by country for analytics (each order's terminal status change: also the
+outcome log).
 """
 
 from __future__ import annotations
@@ -41,18 +42,17 @@ SPECS: tuple[TopicSpec, ...] = (
     TopicSpec("order_created", "order_id", records.OrderCreated, "cdc agent, load generator"),
     TopicSpec("order_validated", "order_id", records.OrderValidated, "fraud"),
     TopicSpec("fraud_alerts", "order_id", records.FraudAlert, "fraud"),
-    TopicSpec("payment_successful", "order_id", records.PaymentSucceeded, "payment"),
-    TopicSpec("payment_failed", "order_id", records.PaymentFailed, "payment"),
-    TopicSpec("inventory_updated", "order_id", records.InventoryUpdated, "inventory"),
-    TopicSpec("payment_refunded", "order_id", records.PaymentRefunded, "payment"),
-    TopicSpec("notification_sent", "order_id", records.NotificationSent, "notification"),
+    TopicSpec("payment_successful", "order_id", records.PaymentSucceeded, "status (payment)"),
+    TopicSpec("payment_failed", "order_id", records.PaymentFailed, "status (payment)"),
+    TopicSpec("inventory_updated", "order_id", records.InventoryUpdated, "status (inventory)"),
+    TopicSpec("payment_refunded", "order_id", records.PaymentRefunded, "status (payment)"),
+    TopicSpec("notification_sent", "order_id", records.NotificationSent, "status (notification)"),
     TopicSpec("order_analytics", "country", records.CountryStats, "analytics"),
     TopicSpec("dead_letters", "original key", records.DeadLetter, "every agent"),
-    TopicSpec("orders_app-orders-by-customer", "customer_id", records.OrderCreated, "fraud", True),
-    TopicSpec("orders_app-stock-commands", "sku", records.StockCommand, "inventory, cdc", True),
+    TopicSpec("orders_app-orders-by-customer", "customer_id", records.OrderCreated, "status", True),
+    TopicSpec("orders_app-stock-commands", "sku", records.StockCommand, "status, cdc", True),
     TopicSpec("orders_app-stock-replies", "order_id", records.StockReply, "inventory", True),
-    TopicSpec("orders_app-order-status", "order_id", records.StatusChanged, "status", True),
-    TopicSpec("orders_app-status-by-country", "country", records.StatusChanged, "analytics", True),
+    TopicSpec("orders_app-status-by-country", "country", records.StatusChanged, "status", True),
 )
 
 
@@ -82,7 +82,6 @@ DEAD_LETTERS = _topic("dead_letters")
 ORDERS_BY_CUSTOMER = _topic("orders_app-orders-by-customer")
 STOCK_COMMANDS = _topic("orders_app-stock-commands")
 STOCK_REPLIES = _topic("orders_app-stock-replies")
-ORDER_STATUS = _topic("orders_app-order-status")
 STATUS_BY_COUNTRY = _topic("orders_app-status-by-country")
 
 ALL_TOPICS: tuple[faust.TopicT, ...] = (
@@ -101,7 +100,6 @@ ALL_TOPICS: tuple[faust.TopicT, ...] = (
     ORDERS_BY_CUSTOMER,
     STOCK_COMMANDS,
     STOCK_REPLIES,
-    ORDER_STATUS,
     STATUS_BY_COUNTRY,
 )
 

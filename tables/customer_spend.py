@@ -1,10 +1,9 @@
-"""Customer spend tables for fraud velocity.
+"""Customer spend table for fraud velocity (written from ``orders_app-orders-by-customer``).
 
-- ``customer_velocity``: customer_id -> {"count", "amount"} per 1-minute tumbling window
-  (event time: the order's commit time, carried as the message timestamp of the
-  by-customer repartition topic), expiring after 10 minutes.
-- ``fraud_decisions``: order_id -> rule ids; a redelivered order gets the same decision
-  and is not counted twice.  Both are written from ``orders_app-orders-by-customer``.
+``customer_velocity``: customer_id -> {"count", "amount", "orders"} per 1-minute tumbling
+window (event time: the order's commit time, carried as the message timestamp of the
+by-customer repartition topic), expiring after 10 minutes.  ``orders`` lists the orders
+counted, so a redelivered order is neither counted twice nor decided differently.
 """
 
 from __future__ import annotations
@@ -22,8 +21,3 @@ customer_velocity = json_table(
     default=dict,
     help="customer_id -> orders and spend in the current minute",
 ).tumbling(VELOCITY_WINDOW_S, expires=timedelta(seconds=VELOCITY_EXPIRES_S))
-
-fraud_decisions = json_table(
-    "fraud_decisions",
-    help="order_id -> fraud rule ids (empty when it passed)",
-)

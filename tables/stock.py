@@ -5,9 +5,7 @@
   total (initial + restocks), available >= 0.
 - ``stock_ledger``: "sku|order_id" -> {"state": reserved|failed|released, "quantity"};
   makes every reserve/release idempotent per order.  Same stream, so same partition.
-- ``reservations``: order_id -> saga state of the order's all-or-nothing reservation;
-  written by the reply collector from ``orders_app-stock-replies`` and by the order-side
-  agent on ``payment_successful`` (both keyed by order_id).
+  (The order side of the saga lives in the order's document, ``tables.order_status``.)
 """
 
 from __future__ import annotations
@@ -19,9 +17,4 @@ stock = json_table("stock", help="sku -> stock")
 stock_ledger = json_table(
     "stock_ledger",
     help="sku|order_id -> reservation line state",
-)
-
-reservations = json_table(
-    "reservations",
-    help="order_id -> reservation saga",
 )

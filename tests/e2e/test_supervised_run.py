@@ -242,7 +242,7 @@ async def test_sigkilled_worker_comes_back_and_nothing_is_lost_or_doubled(
         assert_matches_truth(countries, truth(orders, expected))
 
         terminal: dict[str, list[str]] = defaultdict(list)
-        for m in await read_topic(bootstrap, "orders_app-order-status", idle=2.0, limit=120):
+        for m in await read_topic(bootstrap, "orders_app-status-by-country", idle=2.0, limit=120):
             v = orjson.loads(m.value)
             if v["terminal"]:
                 terminal[v["order_id"]].append(v["status"])

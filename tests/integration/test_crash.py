@@ -115,7 +115,7 @@ async def test_kill_9_mid_stream_loses_and_doubles_nothing(stack, workers, cdc, 
     assert truth_ids == set(by_id)
 
     terminal: dict[str, set[str]] = defaultdict(set)
-    for m in await read_topic(stack.bootstrap, "orders_app-order-status", idle=2.0, limit=300):
+    for m in await read_topic(stack.bootstrap, "orders_app-status-by-country", idle=2.0, limit=300):
         v = orjson.loads(m.value)
         if v["terminal"]:
             terminal[v["order_id"]].add(v["status"])

@@ -24,13 +24,11 @@ INPUT_TOPICS = [
     "orders_app-orders-by-customer",
     "order_validated",
     "fraud_alerts",
-    "payment_successful",
-    "payment_failed",
-    "inventory_updated",
-    "payment_refunded",
     "orders_app-stock-commands",
     "orders_app-stock-replies",
-    # orders_app-order-status is the status log: no agent reads it back (issue 12)
+    # payment_successful, payment_failed, inventory_updated, payment_refunded and
+    # notification_sent are outputs only: the order agent applies them in the step that
+    # emits them (agents/order_flow.py, issue 12), so no agent reads them back.
     "orders_db.public.orders",
     "orders_db.public.products",
 ]

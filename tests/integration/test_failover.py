@@ -69,7 +69,7 @@ async def test_sigterm_one_of_two_workers_mid_stream(stack, workers, cdc) -> Non
     assert_matches_truth(countries["countries"], truth(orders, expected))
 
     terminal: dict[str, set[str]] = defaultdict(set)
-    for m in await read_topic(stack.bootstrap, "orders_app-order-status", idle=1.0):
+    for m in await read_topic(stack.bootstrap, "orders_app-status-by-country", idle=1.0):
         v = orjson.loads(m.value)
         if v["terminal"]:
             terminal[v["order_id"]].add(v["status"])

@@ -180,7 +180,7 @@ async def test_two_thousand_orders_known_mix(stack, workers, cdc) -> None:
     terminal: dict[str, list[str]] = defaultdict(list)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        msgs = await read_topic(stack.bootstrap, "orders_app-order-status", idle=1.0)
+        msgs = await read_topic(stack.bootstrap, "orders_app-status-by-country", idle=1.0)
         terminal = defaultdict(list)
         for m in msgs:
             v = orjson.loads(m.value)

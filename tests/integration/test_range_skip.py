@@ -67,7 +67,7 @@ async def terminal_statuses(bootstrap: str, n: int, timeout: float) -> dict[str,
     terminal: dict[str, set[str]] = defaultdict(set)
     while time.monotonic() < deadline:
         terminal.clear()
-        for m in await read_topic(bootstrap, "orders_app-order-status", idle=1.0, limit=120):
+        for m in await read_topic(bootstrap, "orders_app-status-by-country", idle=1.0, limit=120):
             v = orjson.loads(m.value)
             if v["terminal"]:
                 terminal[v["order_id"]].add(v["status"])

@@ -28,12 +28,8 @@ SKUS = [f"SKU-{i:04d}" for i in range(1, 25)]
 RETENTION_S = 8
 PER_ORDER_CHANGELOGS = [
     "orders_app-order_status-changelog",
-    "orders_app-payments-changelog",
-    "orders_app-fraud_decisions-changelog",
     "orders_app-stock_ledger-changelog",
     "orders_app-analytics_ledger-changelog",
-    "orders_app-notifications-changelog",
-    "orders_app-reservations-changelog",
 ]
 
 
@@ -78,15 +74,10 @@ async def test_per_order_state_expires_and_totals_survive_a_restart(
 
     left = await all_gone(first.url, ids, timeout=RETENTION_S * 6)
     assert not left, f"{len(left)} orders still answered, e.g. {left[:3]}"
-    paid_or_declined = sum(1 for status in expected.values() if status != "REJECTED")
     wanted = {
         "order_status": len(orders),
-        "fraud_decisions": len(orders),
         "analytics_ledger": len(orders),
-        "payments": paid_or_declined,  # a rejected order never reaches payment
         "stock_ledger": 1,
-        "notifications": len(orders),
-        "reservations": 1,
     }
     deadline = time.monotonic() + RETENTION_S * 4
     while True:

@@ -113,28 +113,38 @@ def test_revenue_is_decimal_exact_across_a_batch() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.builds(of_order, st.integers(0, 40), st.integers(0, 3)), max_size=80))
-def test_only_first_and_terminal_changes_move_figures(batch: list[StatusChanged]):
-    """What the repartition drops (``counts`` false) changes nothing."""
+@given(
+    st.lists(st.builds(of_order, st.integers(0, 40), st.integers(0, 3)), max_size=80),
+    st.lists(st.sampled_from([2, 3]), min_size=41, max_size=41),
+)
+def test_only_terminal_changes_move_the_final_figures(
+    batch: list[StatusChanged], ends: list[int]
+) -> None:
+    """What the repartition drops (``counts`` false) changes no figure once every order
+    has reached its terminal status (the pipeline ends every order in exactly one)."""
     first: set[str] = set()
     marked = []
     for ch in batch:
         ch.previous = None if ch.order_id not in first else "CREATED"
         first.add(ch.order_id)
         marked.append(ch)
+    for oid in sorted(first):
+        n = int(oid.removeprefix("o-"))
+        marked.append(of_order(n, ends[n]))
     every = apply_batch({}, {}, marked)
     kept = apply_batch({}, {}, [ch for ch in marked if counts(ch)])
     assert kept.stats == every.stats
 
 
-def test_counts() -> None:
-    assert counts(change(1, 0, "DE", 0, 1))  # previous None: first status
+def test_counts_only_terminal_changes() -> None:
+    assert not counts(change(1, 0, "DE", 0, 1))  # CREATED: the terminal one counts it
     later = change(1, 1, "DE", 0, 1)
     later.previous = "CREATED"
     assert not counts(later)
     done = change(1, 2, "DE", 0, 1)
     done.previous = "PAID"
     assert counts(done)
+    assert counts(change(1, 3, "DE", 0, 1))  # REJECTED straight from CREATED
 
 
 def test_empty_batch_changes_nothing() -> None:

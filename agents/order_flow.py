@@ -1,0 +1,229 @@
+"""The order's steps fused in one place (pure): what each input does to the order's
+document and which messages it emits.
+
+Inputs (all keyed by order_id, so one document per order on one partition):
+``order_created``, ``order_validated``, ``fraud_alerts`` and the stock replies
+(``orders_app-stock-replies``).  Outputs, as :class:`Out` values the order agent
+(:mod:`agents.status`) sends after writing the document:
+
+- ``order_created`` -> ``orders_app-orders-by-customer`` (key customer_id, timestamp the
+  commit time): the fraud step's repartition, until the order has a fraud decision; the
+  first decision (``order_validated`` | ``fraud_alerts``) is recorded as ``fraud`` and a
+  different later one is ignored;
+- ``order_validated`` -> the payment step (:mod:`agents.payment`) charges once and emits
+  ``payment_successful`` | ``payment_failed``; a successful charge starts the stock saga
+  (``reserve`` per distinct sku on ``orders_app-stock-commands``, key sku);
+- a stock reply that decides the saga -> ``inventory_updated`` (``reserved``, or
+  ``out_of_stock`` with ``release`` commands and ``payment_refunded``), and ``released``
+  once every release is acknowledged;
+- every status change (:mod:`agents.status_rules`) that can move a figure ->
+  ``orders_app-status-by-country`` (key country), and a terminal one -> the notification
+  step (:mod:`agents.notification`) -> ``notification_sent``.
+
+The seed topics are emitted, never consumed back: the payment outcome, the stock decision
+and the refund are applied to the document in the same step.  At-least-once: a redelivered
+input emits again what it emitted the first time (same charge id, same notification id,
+commands for skus that have not answered), never a second charge, reservation or
+notification; the first call does the effect, later ones re-send the recorded outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import faust
+
+from agents import notification, payment
+from agents.analytics_rules import counts
+from agents.inventory_rules import missing_skus, saga_released, saga_reply, saga_start
+from agents.status_rules import apply
+from orders_app.records import (
+    FraudAlert,
+    InventoryUpdated,
+    OrderCreated,
+    OrderLine,
+    OrderValidated,
+    PaymentSucceeded,
+    StatusChanged,
+    StockCommand,
+    StockReply,
+)
+
+log = logging.getLogger(__name__)
+
+ORDERS_BY_CUSTOMER = "orders_app-orders-by-customer"
+STOCK_COMMANDS = "orders_app-stock-commands"
+STATUS_BY_COUNTRY = "orders_app-status-by-country"
+
+
+@dataclass(frozen=True)
+class Out:
+    """One message to send: topic name, key, record, optional message timestamp."""
+
+    topic: str
+    key: str
+    record: faust.Record
+    timestamp: float | None = None
+
+
+@dataclass
+class Advance:
+    """The result of one input: the new document (None: nothing to write), the messages
+    to send in order, the status changes published, and what happened for the first time
+    (``(metric, label)`` pairs, e.g. ``("payments", "succeeded")``)."""
+
+    doc: dict[str, Any] | None
+    sends: list[Out] = field(default_factory=list)
+    changes: list[StatusChanged] = field(default_factory=list)
+    firsts: list[tuple[str, str]] = field(default_factory=list)
+
+
+def advance(doc: dict[str, Any] | None, order_id: str, record: faust.Record, now: float) -> Advance:
+    """Apply one input to the order's document.  Pure and idempotent per input."""
+    if isinstance(record, StockReply):
+        return _on_reply(doc, record, now)
+    if not isinstance(record, OrderCreated | OrderValidated | FraudAlert):
+        raise TypeError(f"the order flow takes no {type(record).__name__}")
+    step = Advance(doc=None)
+    decided = (doc or {}).get("fraud")
+    if not isinstance(record, OrderCreated):
+        verdict = "passed" if isinstance(record, OrderValidated) else "rejected"
+        if decided not in (None, verdict):
+            # The first fraud decision stands (a re-evaluation after the customer's window
+            # expired, or with other limits, could differ): nothing moves, nothing is sent.
+            log.warning("order %s: fraud %s after %s ignored", order_id, verdict, decided)
+            return step
+        decided = verdict
+    new = _status(step, doc, order_id, record, now)
+    if isinstance(record, OrderCreated):
+        if decided is None:  # (again on redelivery: the first send may be lost)
+            step.sends.append(
+                Out(ORDERS_BY_CUSTOMER, record.customer_id, record, timestamp=record.created_at)
+            )
+    else:
+        new = {**new, "fraud": decided}
+        if isinstance(record, OrderValidated):
+            new = _pay(step, new, record.order, now)
+    step.doc = new
+    return step
+
+
+def _status(
+    step: Advance, doc: dict[str, Any] | None, order_id: str, record: faust.Record, now: float
+) -> dict[str, Any]:
+    """Move the status machine with ``record``; publish its changes (analytics input, and
+    the notification of a terminal one)."""
+    new, changes = apply(doc, order_id, record, now)
+    for change in changes:
+        step.changes.append(change)
+        if counts(change):
+            step.sends.append(
+                Out(STATUS_BY_COUNTRY, change.country, change, timestamp=change.created_at)
+            )
+        if change.terminal:
+            new, note, first = notification.notify(new, change, now)
+            if note is not None:
+                step.sends.append(Out("notification_sent", change.order_id, note))
+                if first:
+                    step.firsts.append(("notifications", note.template))
+    return new
+
+
+def _pay(step: Advance, doc: dict[str, Any], order: OrderCreated, now: float) -> dict[str, Any]:
+    doc, outcome, charged = payment.charge(doc, order, now)
+    paid = isinstance(outcome, PaymentSucceeded)
+    step.sends.append(
+        Out("payment_successful" if paid else "payment_failed", order.order_id, outcome)
+    )
+    if charged:
+        step.firsts.append(("payments", "succeeded" if paid else "failed"))
+    doc = _status(step, doc, order.order_id, outcome, now)
+    if not paid:
+        return doc
+    saga = doc.get("saga")
+    if saga is None:
+        saga = saga_start(order.order_id, order.lines)
+        doc = {**doc, "saga": saga}
+    if saga["state"] == "pending":
+        # Also on redelivery: the stock side answers a repeated command the same way.
+        for sku, qty in saga["wanted"].items():
+            if sku not in saga["replies"]:
+                step.sends.append(_command("reserve", sku, qty, saga, now))
+    return doc
+
+
+def _on_reply(doc: dict[str, Any] | None, reply: StockReply, now: float) -> Advance:
+    step = Advance(doc=None)
+    saga = (doc or {}).get("saga")
+    if doc is None or saga is None:
+        log.warning("stock reply for unknown order %s", reply.order_id)
+        return step
+    if reply.op == "release":
+        saga, done = saga_released(saga, reply.sku)
+        if done or (saga["state"] == "released" and reply.sku in saga["released"]):
+            # (again on a repeated ack: a crash may have lost the first ``released``)
+            step.sends.append(_updated(saga, "released", [], now))
+            if done:
+                step.firsts.append(("reservations", "released"))
+        step.doc = {**doc, "saga": saga}
+        return step
+    if saga["state"] == "pending" or reply.sku not in saga["replies"]:
+        saga, decision, _ = saga_reply(saga, reply.sku, reply.ok)
+        if decision is None:
+            step.doc = {**doc, "saga": saga}
+            return step
+        step.firsts.append(("reservations", decision))
+    # Decided now, or a repeated reply after the decision: emit the decision (again: a
+    # crash may have kept the document and lost what it sent).
+    doc = {**doc, "saga": saga}
+    if saga["state"] == "reserved":
+        updated = _updated(saga, "reserved", [], now)
+        step.sends.append(updated)
+        doc = _status(step, doc, reply.order_id, updated.record, now)
+    else:
+        updated = _updated(saga, "out_of_stock", missing_skus(saga), now)
+        step.sends.append(updated)
+        doc = _status(step, doc, reply.order_id, updated.record, now)
+        for sku, good in saga["replies"].items():
+            if good and sku not in saga["released"]:
+                step.sends.append(_command("release", sku, saga["wanted"][sku], saga, now))
+        doc, refund, refunded = payment.refund(doc, "out_of_stock", now)
+        if refund is not None:
+            step.sends.append(Out("payment_refunded", reply.order_id, refund))
+            if refunded:
+                step.firsts.append(("payments", "refunded"))
+            doc = _status(step, doc, reply.order_id, refund, now)
+    step.doc = doc
+    return step
+
+
+def _command(op: str, sku: str, quantity: int, saga: dict[str, Any], now: float) -> Out:
+    return Out(
+        STOCK_COMMANDS,
+        sku,
+        StockCommand(
+            op=op,
+            sku=sku,
+            quantity=quantity,
+            order_id=saga["order_id"],
+            lines_total=len(saga["wanted"]),
+            at=now,
+        ),
+    )
+
+
+def _updated(saga: dict[str, Any], status: str, missing: list[str], now: float) -> Out:
+    lines = [
+        OrderLine(sku=ln["sku"], quantity=int(ln["quantity"]), unit_price=Decimal(ln["unit_price"]))
+        for ln in saga["lines"]
+    ]
+    return Out(
+        "inventory_updated",
+        saga["order_id"],
+        InventoryUpdated(
+            order_id=saga["order_id"], status=status, lines=lines, missing=missing, at=now
+        ),
+    )
