@@ -11,6 +11,8 @@ The agents, tables and web views are found by autodiscovery of the top-level pac
 
 from __future__ import annotations
 
+import base64
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,7 +29,10 @@ from orders_app.group import leave_group_on_stop
 from orders_app.logs import logging_config
 from orders_app.metrics import BusinessMetrics
 from orders_app.offsets import correct_highwaters
+from orders_app.records import DeadLetter, encode
 from orders_app.settings import Settings, load_settings_or_exit
+from orders_app.sink import OutcomeSink
+from orders_app.sink_rules import Source
 
 
 class OrdersApp(faust.App):
@@ -36,6 +41,7 @@ class OrdersApp(faust.App):
     _orders_settings: Settings | None = None
     _database: Database | None = None
     _feed: Feed | None = None
+    _sink: OutcomeSink | None = None
     _metrics: BusinessMetrics | None = None
 
     @property
@@ -74,6 +80,40 @@ class OrdersApp(faust.App):
             )
         return self._feed
 
+    @property
+    def sink(self) -> OutcomeSink:
+        """The outcome sink (order outcomes and country totals into Postgres)."""
+        if self._sink is None:
+            s = self.settings
+            self._sink = OutcomeSink(
+                s.kafka_bootstrap,
+                s.app_id,
+                self.db,
+                self.metrics,
+                self._sink_dead_letter,
+                fetch_wait_ms=s.fetch_wait_ms,
+                session_timeout_s=s.session_timeout,
+                max_records=s.batch_max,
+                loop=self.loop,
+            )
+        return self._sink
+
+    async def _sink_dead_letter(self, source: Source, error: str) -> None:
+        self.metrics.dead_letters.labels(source.topic).inc()
+        letter = DeadLetter(
+            topic=source.topic,
+            partition=source.partition,
+            offset=source.offset,
+            key=source.key.decode("utf-8", "replace") if source.key is not None else None,
+            error=error[:2000],
+            payload_b64=base64.b64encode(source.value or b"").decode(),
+            agent="sink",
+            at=time.time(),
+        )
+        await self.producer.send_and_wait(
+            "dead_letters", source.key, encode(letter), None, None, None
+        )
+
     def _new_consumer(self) -> Any:
         consumer = super()._new_consumer()
         # Table recovery must not trust the embedded broker's ListOffsets (see offsets.py).
@@ -97,6 +137,8 @@ class OrdersApp(faust.App):
         deps = list(super().on_init_dependencies())
         if not (self.producer_only or self.client_only):
             deps += [self.db, self.feed]
+            if self.settings.sink_enabled:
+                deps.append(self.sink)
         return deps
 
 

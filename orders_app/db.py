@@ -2,8 +2,9 @@
 
 Rule: Postgres is the source of truth.  ``orders`` and ``products`` are in the CDC
 publication (``dbz_publication``, the name Debezium's ``publication.autocreate.mode``
-uses); projections the app writes back (``order_status_view``, ``country_stats_view``)
-are not, so nothing loops.  Migrations are idempotent and run by the app, never by hand.
+uses); projections the app writes back (``order_status_view``, ``country_stats_view``,
+``country_window_view``, written by the outcome sink: orders_app/sink.py) are not, so
+nothing loops.  Migrations are idempotent and run by the app, never by hand.
 An order insert commits before the caller answers; the event reaches Kafka only
 through CDC (no dual write).
 """
@@ -52,6 +53,32 @@ CREATE TABLE IF NOT EXISTS country_stats_view (
     orders     bigint NOT NULL,
     revenue    numeric(18, 2) NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now()
+);
+-- What the outcome sink (orders_app/sink.py) writes; added to the first schema, so an
+-- older database gets them too.
+ALTER TABLE order_status_view
+    ADD COLUMN IF NOT EXISTS customer_id text,
+    ADD COLUMN IF NOT EXISTS country     char(2),
+    ADD COLUMN IF NOT EXISTS currency    char(3),
+    ADD COLUMN IF NOT EXISTS total       numeric(14, 2),
+    ADD COLUMN IF NOT EXISTS reasons     jsonb NOT NULL DEFAULT '[]',
+    ADD COLUMN IF NOT EXISTS history     jsonb NOT NULL DEFAULT '[]',
+    ADD COLUMN IF NOT EXISTS terminal_at timestamptz,
+    ADD COLUMN IF NOT EXISTS version     integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS written_at  timestamptz NOT NULL DEFAULT 'epoch',
+    ADD COLUMN IF NOT EXISTS document    jsonb;
+ALTER TABLE country_stats_view
+    ADD COLUMN IF NOT EXISTS by_status           jsonb NOT NULL DEFAULT '{{}}',
+    ADD COLUMN IF NOT EXISTS average_order_value numeric(18, 2) NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS at                  timestamptz NOT NULL DEFAULT 'epoch';
+CREATE TABLE IF NOT EXISTS country_window_view (
+    country      char(2) NOT NULL,
+    window_start timestamptz NOT NULL,
+    window_end   timestamptz NOT NULL,
+    orders       bigint NOT NULL,
+    revenue      numeric(18, 2) NOT NULL,
+    at           timestamptz NOT NULL,
+    PRIMARY KEY (country, window_start)
 );
 -- Full before-images in update/delete events, as Debezium users expect.
 ALTER TABLE orders REPLICA IDENTITY FULL;

@@ -90,6 +90,18 @@ class BusinessMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.sink_rows = Counter(
+            "orders_sink_rows_total",
+            "Rows the outcome sink upserted into Postgres",
+            ["table"],
+            registry=r,
+        )
+        self.sink_batch_seconds = Histogram(
+            "orders_sink_batch_seconds",
+            "Time to write one outcome-sink batch (one statement per table)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
 
     def watch_embedded_broker(self, pid: int | None) -> None:
         """Export the process figures of the embedded broker ``pid`` (memory, CPU, fds) as

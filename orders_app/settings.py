@@ -97,6 +97,10 @@ class Settings(BaseSettings):
         False,
         description="Faust's repaired Cython fast paths (stream iterator, conductor)",
     )
+    sink_enabled: bool = Field(
+        True,
+        description="write order outcomes and country totals into Postgres (outcome sink)",
+    )
     batch_max: int = Field(
         2000, ge=1, le=100000, description="most events a batching agent takes at once"
     )

@@ -1,0 +1,201 @@
+"""Outcome sink: order outcomes and country totals into Postgres (what a JDBC sink
+connector would do).
+
+Input: ``<app id>-order_status-changelog`` (key order_id: every write of an order's
+document) and ``order_analytics`` (key country).  Output: upserts into
+``order_status_view``, ``country_stats_view`` and ``country_window_view`` (not in the
+CDC publication, so nothing loops).  Rules: :mod:`orders_app.sink_rules`.
+
+Each worker runs one consumer in the group ``<app id>-sink``, so the partitions are
+shared among the workers and move on a crash like any consumer group's.  A batch
+(what one fetch returns) becomes at most one statement per table; its offsets are
+committed after the statements commit: at-least-once, and idempotent because each row
+carries a version and the upsert keeps the newer one.  When Postgres is unreachable
+the batch is retried (1 s .. 30 s) and nothing is committed; the pipeline does not wait
+for the sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+from mode import Service
+
+from orders_app.db import Database
+from orders_app.metrics import BusinessMetrics
+from orders_app.sink_rules import (
+    ORDER_ANALYTICS,
+    Batch,
+    Source,
+    batch_rows,
+    columns,
+    order_status_changelog,
+    split,
+)
+
+DeadLetters = Callable[[Source, str], Awaitable[None]]
+
+# Postgres refusing a row (a value out of range, a constraint): that row cannot be
+# written however often it is retried.  Anything else (connection lost, server
+# restarting) is retried until it works.
+REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError)
+
+log = logging.getLogger(__name__)
+
+UPSERT_ORDERS = """
+INSERT INTO order_status_view AS v (order_id, status, customer_id, country, currency, total,
+    reasons, history, terminal_at, version, written_at, document, updated_at)
+SELECT r.*, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+    $6::numeric[], $7::jsonb[], $8::jsonb[], $9::timestamptz[], $10::integer[],
+    $11::timestamptz[], $12::jsonb[]) AS r
+ON CONFLICT (order_id) DO UPDATE SET
+    status = EXCLUDED.status, customer_id = EXCLUDED.customer_id,
+    country = EXCLUDED.country, currency = EXCLUDED.currency, total = EXCLUDED.total,
+    reasons = EXCLUDED.reasons, history = EXCLUDED.history,
+    terminal_at = EXCLUDED.terminal_at, version = EXCLUDED.version,
+    written_at = EXCLUDED.written_at, document = EXCLUDED.document, updated_at = now()
+WHERE (v.version, v.written_at) <= (EXCLUDED.version, EXCLUDED.written_at)
+"""
+
+UPSERT_COUNTRIES = """
+INSERT INTO country_stats_view AS v (country, orders, revenue, by_status,
+    average_order_value, at, updated_at)
+SELECT r.*, now() FROM unnest($1::text[], $2::bigint[], $3::numeric[], $4::jsonb[],
+    $5::numeric[], $6::timestamptz[]) AS r
+ON CONFLICT (country) DO UPDATE SET
+    orders = EXCLUDED.orders, revenue = EXCLUDED.revenue, by_status = EXCLUDED.by_status,
+    average_order_value = EXCLUDED.average_order_value, at = EXCLUDED.at,
+    updated_at = now()
+WHERE v.at <= EXCLUDED.at
+"""
+
+UPSERT_WINDOWS = """
+INSERT INTO country_window_view AS v (country, window_start, window_end, orders, revenue, at)
+SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[],
+    $5::numeric[], $6::timestamptz[])
+ON CONFLICT (country, window_start) DO UPDATE SET
+    window_end = EXCLUDED.window_end, orders = EXCLUDED.orders,
+    revenue = EXCLUDED.revenue, at = EXCLUDED.at
+WHERE v.at <= EXCLUDED.at
+"""
+
+
+async def write_batch(conn: Any, batch: Batch) -> None:
+    """One statement per table, in one transaction."""
+    async with conn.transaction():
+        if batch.orders:
+            await conn.execute(UPSERT_ORDERS, *columns(list(batch.orders.values())))
+        if batch.countries:
+            await conn.execute(UPSERT_COUNTRIES, *columns(list(batch.countries.values())))
+        if batch.windows:
+            await conn.execute(UPSERT_WINDOWS, *columns(list(batch.windows.values())))
+
+
+class OutcomeSink(Service):
+    """The consumer-group service that keeps the Postgres projections current."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        app_id: str,
+        db: Database,
+        metrics: BusinessMetrics,
+        dead_letters: DeadLetters,
+        *,
+        fetch_wait_ms: int = 500,
+        session_timeout_s: float = 10.0,
+        max_records: int = 2000,
+        **kw: Any,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.app_id = app_id
+        self.db = db
+        self.metrics = metrics
+        self.dead_letters = dead_letters
+        self.fetch_wait_ms = fetch_wait_ms
+        self.session_timeout_s = session_timeout_s
+        self.max_records = max_records
+        self.consumer: AIOKafkaConsumer | None = None
+        super().__init__(**kw)
+
+    async def on_start(self) -> None:
+        self.add_future(self._run())
+
+    async def on_stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
+
+    async def _run(self) -> None:
+        consumer = self.consumer = AIOKafkaConsumer(
+            order_status_changelog(self.app_id),
+            ORDER_ANALYTICS,
+            bootstrap_servers=self.bootstrap,
+            group_id=f"{self.app_id}-sink",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.fetch_wait_ms,
+            max_poll_records=self.max_records,
+            session_timeout_ms=int(self.session_timeout_s * 1000),
+            heartbeat_interval_ms=max(100, int(self.session_timeout_s * 1000) // 4),
+        )
+        await consumer.start()
+        while not self.should_stop:
+            fetched = await consumer.getmany(timeout_ms=500, max_records=self.max_records)
+            messages = [
+                Source(tp.topic, tp.partition, m.offset, m.key, m.value)
+                for tp, msgs in fetched.items()
+                for m in msgs
+            ]
+            if not messages:
+                continue
+            batch, bad = batch_rows(messages)
+            for source, error in bad:
+                await self.dead_letters(source, error)
+            await self._write(batch)
+            try:
+                await consumer.commit(
+                    {tp: msgs[-1].offset + 1 for tp, msgs in fetched.items() if msgs}
+                )
+            except KafkaError as err:  # a rebalance: the next owner writes them again
+                log.info("outcome sink: commit skipped (%s)", err)
+
+    async def _write(self, batch: Batch) -> None:
+        try:
+            await self._retrying(batch)
+        except REFUSED:
+            # Row by row, to dead-letter only what Postgres refuses.
+            for one, source in split(batch):
+                try:
+                    await self._retrying(one)
+                except REFUSED as err:
+                    await self.dead_letters(source, f"outcome sink: Postgres refused it: {err}")
+
+    async def _retrying(self, batch: Batch) -> None:
+        delay = 1.0
+        while True:
+            started = time.monotonic()
+            try:
+                async with self.db.acquire() as conn:
+                    await write_batch(conn, batch)
+            except REFUSED:
+                raise
+            except (TimeoutError, OSError, asyncpg.PostgresError) as err:
+                if self.should_stop:
+                    raise
+                log.warning("outcome sink: writing %d rows failed (%s); retry", batch.rows, err)
+                await asyncio.sleep(delay)
+                delay = min(30.0, delay * 2)
+                continue
+            self.metrics.sink_rows.labels("order_status_view").inc(len(batch.orders))
+            self.metrics.sink_rows.labels("country_stats_view").inc(len(batch.countries))
+            self.metrics.sink_rows.labels("country_window_view").inc(len(batch.windows))
+            self.metrics.sink_batch_seconds.observe(time.monotonic() - started)
+            return
