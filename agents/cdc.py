@@ -8,27 +8,54 @@ embedded reader's events, with the JSON converter's schemas enabled
 (snapshot/stream overlap, redelivery): an order already emitted from another change is
 not emitted again (``cdc_seen``: order id -> LSN, written from the orders CDC stream); a
 redelivery of the same change emits again (downstream is idempotent per order id), so a
-crash between the two writes loses nothing.  Tombstones are skipped; anything
-undecodable, or whose step raises, is dead-lettered.
+crash between the two writes loses nothing.  A snapshot read (``op: "r"``) of an order
+whose outcome Postgres records (``order_status_view``, written by the outcome sink) goes
+to ``orders_app-order-restores`` instead: restored, not run again (issue 16).
+Tombstones are skipped; anything undecodable, or whose step raises, is dead-lettered.
 Rules: :mod:`agents.cdc_rules`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
+import asyncpg
+
 from agents.cdc_rules import is_tombstone, order_change, parse_json, product_change
 from orders_app.app import app
-from orders_app.records import ChangeEvent, DecodeError, StockCommand
+from orders_app.db import recorded_document
+from orders_app.records import ChangeEvent, DecodeError, OrderRestored, StockCommand
 from orders_app.streams import dead_letter, guarded, send
-from orders_app.topics import ORDER_CREATED, ORDERS_CDC, PRODUCTS_CDC, STOCK_COMMANDS
+from orders_app.topics import (
+    ORDER_CREATED,
+    ORDER_RESTORES,
+    ORDERS_CDC,
+    PRODUCTS_CDC,
+    STOCK_COMMANDS,
+)
 from tables import json_table
 
 cdc_seen = json_table(
     "cdc_seen",
     help="order id -> LSN of the change already turned into order_created",
 )
+
+
+async def recorded(order_id: str) -> dict[str, Any] | None:
+    """The order's recorded document; Postgres unreachable is waited for (up to ~30 s,
+    then the error dead-letters the change): running the order again instead could
+    charge it twice."""
+    for delay in (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 0.0):
+        try:
+            async with app.db.acquire() as conn:
+                return await recorded_document(conn, order_id)
+        except (TimeoutError, OSError, asyncpg.PostgresConnectionError):
+            if not delay:
+                raise
+            await asyncio.sleep(delay)
+    return None  # pragma: no cover - the loop returns or raises
 
 
 def observe(change: ChangeEvent) -> None:
@@ -56,6 +83,18 @@ async def orders_changes(stream: Any) -> None:
             seen = cdc_seen.get(order.order_id)
             if seen is not None and seen != lsn:
                 continue  # the same order from another change (snapshot/stream overlap)
+            if change.op == "r":
+                # A snapshot: the order may have run before (a restart on a fresh broker,
+                # a new connector snapshot).  What Postgres records of it is restored,
+                # not run again (issue 16); an order still at CREATED runs from the start.
+                document = await recorded(order.order_id)
+                if document is not None and document.get("fraud") is not None:
+                    cdc_seen[order.order_id] = lsn
+                    restored = OrderRestored(
+                        order_id=order.order_id, document=document, at=time.time()
+                    )
+                    await send(ORDER_RESTORES, order.order_id, restored)
+                    continue
             # First time, or a redelivery of the very same change: emit (again), since a
             # crash may have kept the cdc_seen record and lost the order_created one.
             cdc_seen[order.order_id] = lsn

@@ -3,7 +3,8 @@
 - ``inventory-stock`` (this agent; input ``orders_app-stock-commands``, key sku): the only
   writer of the ``stock`` table; applies reserve / release / restock idempotently (ledger
   per sku and order, ``stock_ledger``) and replies on ``orders_app-stock-replies`` (key
-  order_id).  Restocks come from the cdc agent.
+  order_id).  Restocks come from the cdc agent; ``restore`` (a recorded order's
+  reservation held again after a restart, no reply) from the order agent.
 - The order side of the saga (start it on a successful charge, collect the replies, emit
   ``inventory_updated`` ``reserved`` | ``out_of_stock`` + releases | ``released``) is a
   step of the order agent (:mod:`agents.order_flow`): the saga state lives in the order's
@@ -16,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agents.inventory_rules import release, reserve, set_total
+from agents.inventory_rules import release, reserve, restore, set_total
 from agents.reconcile import take_stock_fix
 from orders_app.app import app
 from orders_app.records import StockCommand, StockReply
@@ -36,6 +37,15 @@ async def stock_commands(stream: Any) -> None:
                 stock[cmd.sku] = set_total(stock.get(cmd.sku), cmd.quantity)
                 continue
             ledger_key = f"{cmd.sku}|{cmd.order_id}"
+            if cmd.op == "restore":
+                # A recorded order's reservation held again (agents.order_flow): no reply.
+                new_stock, entry = restore(
+                    stock.get(cmd.sku), stock_ledger.get(ledger_key), cmd.quantity
+                )
+                if new_stock is not None:
+                    stock[cmd.sku] = new_stock
+                stock_ledger[ledger_key] = entry
+                continue
             if cmd.op == "reserve":
                 new_stock, entry, ok = reserve(
                     stock.get(cmd.sku), stock_ledger.get(ledger_key), cmd.quantity

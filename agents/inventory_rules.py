@@ -55,6 +55,23 @@ def release(
     return new, {**ledger, "state": "released"}
 
 
+def restore(
+    stock: Stock | None, ledger: dict[str, Any] | None, quantity: int
+) -> tuple[Stock | None, dict[str, Any]]:
+    """Hold again what a recorded order held (a restart on a fresh broker, issue 16): the
+    reservation is a fact, not a request, so it never fails and emits nothing.  A sku
+    not yet known (its catalogue level not read yet) holds it against a total of what
+    is reserved; the level, when it comes (:func:`set_total`), adds what is available.
+    Idempotent: a ledger entry that exists already changes nothing."""
+    if ledger is not None:
+        return stock, ledger
+    current = stock or {"available": 0, "reserved": 0, "total": 0}
+    available = max(0, current["available"] - quantity)
+    reserved = current["reserved"] + quantity
+    new = {**current, "available": available, "reserved": reserved, "total": available + reserved}
+    return new, {"state": "reserved", "quantity": quantity, "ok": True, "restored": True}
+
+
 def set_total(stock: Stock | None, total: int) -> Stock:
     """Apply a catalogue stock level (initial + restocks so far) from Postgres.
 

@@ -2,9 +2,10 @@
 document and which messages it emits.
 
 Inputs (all keyed by order_id, so one document per order on one partition):
-``order_created``, ``order_validated``, ``fraud_alerts`` and the stock replies
-(``orders_app-stock-replies``).  Outputs, as :class:`Out` values the order agent
-(:mod:`agents.status`) sends after writing the document:
+``order_created``, ``order_validated``, ``fraud_alerts``, the stock replies
+(``orders_app-stock-replies``) and restores (``orders_app-order-restores``).  Outputs,
+as :class:`Out` values the order agent (:mod:`agents.status`) sends after writing the
+document:
 
 - ``order_created`` -> ``orders_app-orders-by-customer`` (key customer_id, timestamp the
   commit time): the fraud step's repartition, until the order has a fraud decision; the
@@ -16,6 +17,9 @@ Inputs (all keyed by order_id, so one document per order on one partition):
 - a stock reply that decides the saga -> ``inventory_updated`` (``reserved``, or
   ``out_of_stock`` with ``release`` commands and ``payment_refunded``), and ``released``
   once every release is acknowledged;
+- ``orders_app-order-restores`` (an order Postgres records, on a snapshot after a
+  restart: issue 16) -> the recorded document becomes the order's state, none of its
+  effects run again (:func:`_restore`);
 - every status change (:mod:`agents.status_rules`) that can move a figure ->
   ``orders_app-status-by-country`` (key country), and a terminal one -> the notification
   step (:mod:`agents.notification`) -> ``notification_sent``.
@@ -39,12 +43,13 @@ import faust
 from agents import notification, payment
 from agents.analytics_rules import counts
 from agents.inventory_rules import missing_skus, saga_released, saga_reply, saga_start
-from agents.status_rules import apply
+from agents.status_rules import apply, replay_terminal
 from orders_app.records import (
     FraudAlert,
     InventoryUpdated,
     OrderCreated,
     OrderLine,
+    OrderRestored,
     OrderValidated,
     PaymentSucceeded,
     StatusChanged,
@@ -85,6 +90,8 @@ def advance(doc: dict[str, Any] | None, order_id: str, record: faust.Record, now
     """Apply one input to the order's document.  Pure and idempotent per input."""
     if isinstance(record, StockReply):
         return _on_reply(doc, record, now)
+    if isinstance(record, OrderRestored):
+        return _restore(doc, record, now)
     if not isinstance(record, OrderCreated | OrderValidated | FraudAlert):
         raise TypeError(f"the order flow takes no {type(record).__name__}")
     step = Advance(doc=None)
@@ -197,6 +204,41 @@ def _on_reply(doc: dict[str, Any] | None, reply: StockReply, now: float) -> Adva
                 step.firsts.append(("payments", "refunded"))
             doc = _status(step, doc, reply.order_id, refund, now)
     step.doc = doc
+    return step
+
+
+def _restore(doc: dict[str, Any] | None, restored: OrderRestored, now: float) -> Advance:
+    """An order whose outcome Postgres records, read again by a snapshot (a restart on a
+    fresh broker): take the recorded document as the order's state and re-run none of
+    its effects - no charge, notification, ``inventory_updated`` or fraud check.  What
+    is sent: the terminal change to analytics (the totals count it again on a fresh
+    broker; the analytics ledger ignores it otherwise), ``restore`` commands holding
+    the stock its reservation holds, and, for an order still waiting for stock, the
+    ``reserve`` commands of the skus that had not answered (it goes on from there).
+    An order the table already has keeps its state: the table is authoritative."""
+    step = Advance(doc=None)
+    if doc is not None:
+        return step
+    new = {**restored.document, "restored_at": now}
+    saga = new.get("saga")
+    if saga is not None:
+        held = [sku for sku, ok in saga["replies"].items() if ok and sku not in saga["released"]]
+        if saga["state"] in ("out_of_stock", "released"):
+            # decided out of stock: what was reserved is (being) given back - hold nothing
+            new["saga"] = {**saga, "state": "released", "released": sorted(saga["replies"])}
+        else:
+            for sku in held:
+                step.sends.append(_command("restore", sku, saga["wanted"][sku], saga, now))
+            if saga["state"] == "pending":
+                for sku, qty in saga["wanted"].items():
+                    if sku not in saga["replies"]:
+                        step.sends.append(_command("reserve", sku, qty, saga, now))
+    change = replay_terminal(new)
+    if change is not None and counts(change):
+        step.sends.append(
+            Out(STATUS_BY_COUNTRY, change.country, change, timestamp=change.created_at)
+        )
+    step.doc = new
     return step
 
 

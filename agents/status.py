@@ -1,7 +1,8 @@
 """Order agent: the single writer of the ``order_status`` table, one document per order.
 
 Input (all keyed by order_id and co-partitioned with the table): ``order_created``,
-``order_validated``, ``fraud_alerts`` and ``orders_app-stock-replies``.  Each event is
+``order_validated``, ``fraud_alerts``, ``orders_app-stock-replies`` and
+``orders_app-order-restores``.  Each event is
 decoded, applied by :func:`agents.order_flow.advance` (the status machine with the
 payment, stock-saga and notification steps fused in; see that module for what each input
 emits), the document written once, then the outputs sent: ``orders_app-orders-by-customer``
@@ -24,7 +25,14 @@ from orders_app import records
 from orders_app.app import app
 from orders_app.records import DecodeError
 from orders_app.streams import dead_letter, guarded, key_str
-from orders_app.topics import BY_NAME, FRAUD_ALERTS, ORDER_CREATED, ORDER_VALIDATED, STOCK_REPLIES
+from orders_app.topics import (
+    BY_NAME,
+    FRAUD_ALERTS,
+    ORDER_CREATED,
+    ORDER_RESTORES,
+    ORDER_VALIDATED,
+    STOCK_REPLIES,
+)
 from tables.order_status import order_status
 
 log = logging.getLogger(__name__)
@@ -34,10 +42,14 @@ RECORD_BY_TOPIC: dict[str, type[faust.Record]] = {
     "order_validated": records.OrderValidated,
     "fraud_alerts": records.FraudAlert,
     "orders_app-stock-replies": records.StockReply,
+    "orders_app-order-restores": records.OrderRestored,
 }
 
 STATUS_INPUT = app.topic(
-    *(t.get_topic_name() for t in (ORDER_CREATED, ORDER_VALIDATED, FRAUD_ALERTS, STOCK_REPLIES)),
+    *(
+        t.get_topic_name()
+        for t in (ORDER_CREATED, ORDER_VALIDATED, FRAUD_ALERTS, STOCK_REPLIES, ORDER_RESTORES)
+    ),
     key_type=bytes,
     value_type=bytes,
     key_serializer="raw",

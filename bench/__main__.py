@@ -9,8 +9,19 @@ database for each measurement, in one run so the figures are comparable:
    in Quix Streams (``bench/quix_analytics.py``) on the same topic; events/s from the
    first totals update to the one that completes the count, and the ratio ours/Quix;
 3. pipeline: orders/s from ``order_created`` to terminal status, one worker and two;
+   and (issue 12, ``pipeline_vs_quix``) the whole pipeline against the same pipeline in
+   Quix Streams (``bench/quix_pipeline.py``, its docstring says what differs): the same
+   ``PIPELINE_N`` orders as Debezium envelopes (schemas disabled, as the embedded CDC
+   writes them) on ``orders_db.public.orders``, each side on a fresh broker with one
+   process (our worker, whose ``cdc`` agent reads them; one Quix application), each
+   timed once a first order has gone through, orders/s from the first envelope produced
+   until all are terminal (each side's per-country totals count ``PIPELINE_N``
+   FULFILLED orders more than before, checked): ``pipeline_ours_cdc_orders_per_s``,
+   ``pipeline_quix_orders_per_s``, their ratio ``pipeline_ratio_ours_to_quix``, and the
+   Quix process's RSS after the run ``pipeline_quix_rss_mib``;
 4. latency: p50/p95/p99 from Postgres commit to terminal status at ``LATENCY_RATE``
-   orders/s offered for ``LATENCY_S`` seconds (through the embedded CDC);
+   orders/s offered for ``LATENCY_S`` seconds (through the embedded CDC), and the same
+   at ``LIGHT_RATE`` and ``MID_RATE`` (100) orders/s for ``LIGHT_S`` seconds;
 5. start-up: worker start to first processed event; worker RSS after the pipeline run,
    and after ``RSS_N`` orders through the analytics agent (windows expiring), with the
    growth from the first ``ANALYTICS_N``;
@@ -62,6 +73,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -69,17 +81,19 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import orjson
 import psutil  # type: ignore[import-untyped]  # no stubs in the venv
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench import pipeline_costs as costs
+from orders_app import pgoutput
 from orders_app.admin import ensure_topics, registry_topic_names
-from orders_app.cdc import CdcReader
+from orders_app.cdc import TOPIC_PREFIX, CdcReader
 from orders_app.db import migrate, seed_catalogue
 from orders_app.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from orders_app.records import OrderCreated, OrderLine, encode
@@ -99,10 +113,14 @@ LATENCY_RATE = 100.0 if QUICK else 300.0
 LATENCY_S = 10.0 if QUICK else 60.0
 LIGHT_RATE = 40.0
 LIGHT_S = 10.0 if QUICK else 30.0
+MID_RATE = 100.0
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(os.environ.get("BENCH_OUT") or Path(__file__).resolve().parent)
 FULFILLED = "FULFILLED"
 COUNTRIES = ["DE", "FR", "GB", "US", "NL", "ES", "IT", "PL", "SE", "JP", "CA", "BR"]
+ORDERS_CDC = f"{TOPIC_PREFIX}.public.orders"
+ORDERS_RELATION = pgoutput.Relation(relid=0, schema="public", table="orders")
+QUIX_ORDER_ANALYTICS = "quix_order_analytics"  # bench/quix_pipeline.py's order_analytics
 
 
 def order(i: int, prefix: str) -> OrderCreated:
@@ -116,6 +134,41 @@ def order(i: int, prefix: str) -> OrderCreated:
         payment_method="tok_visa",
         created_at=time.time(),
     )
+
+
+def envelope(i: int, prefix: str) -> tuple[bytes, bytes]:
+    """``order(i, prefix)`` as the CDC would publish its row's insert: key ``{"id"}``,
+    Debezium envelope (column formats of ``orders_app.pgoutput``), schemas disabled."""
+    o = order(i, prefix)
+    ts_us = int(o.created_at * 1_000_000)
+    lines = [
+        {"sku": ln.sku, "quantity": ln.quantity, "unit_price": str(ln.unit_price)} for ln in o.lines
+    ]
+    after = {
+        "id": o.order_id,
+        "customer_id": o.customer_id,
+        "country": o.country,
+        "currency": o.currency,
+        "total": str(o.total),
+        "lines": json.dumps(lines),
+        "payment_method": o.payment_method,
+        "created_at": pgoutput.zoned_timestamp(
+            datetime.fromtimestamp(o.created_at, UTC).isoformat(sep=" ")
+        ),
+        "idempotency_key": None,
+    }
+    source = pgoutput.source_block(
+        prefix=TOPIC_PREFIX,
+        db="bench",
+        rel=ORDERS_RELATION,
+        ts_us=ts_us,
+        snapshot="false",
+        txid=1000 + i,
+        lsn=1_000_000 + i,
+        last_commit_lsn=None,
+    )
+    value = pgoutput.envelope("c", None, after, source, ts_us)
+    return orjson.dumps({"id": o.order_id}), value
 
 
 class Stack:
@@ -263,6 +316,17 @@ async def produce(bootstrap: str, events: list[OrderCreated]) -> float:
     return elapsed
 
 
+async def produce_envelopes(bootstrap: str, messages: list[tuple[bytes, bytes]]) -> float:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=262144)
+    await producer.start()
+    t0 = time.perf_counter()
+    futs = [await producer.send(ORDERS_CDC, key=k, value=v) for k, v in messages]
+    await asyncio.gather(*futs)
+    elapsed = time.perf_counter() - t0
+    await producer.stop()
+    return elapsed
+
+
 async def ceiling(pg: EmbeddedPostgres) -> dict[str, float]:
     async with Stack(pg, "ceiling") as s:
         events = [order(i, "ceil") for i in range(CEILING_N)]
@@ -342,7 +406,7 @@ class TotalsTail:
         self.latest: dict[bytes, int] = {}
         self.first: tuple[float, int] | None = None
 
-    async def __aenter__(self) -> TotalsTail:
+    async def __aenter__(self) -> Self:
         await self.consumer.start()
         return self
 
@@ -484,9 +548,11 @@ async def _pipeline(pg: EmbeddedPostgres, n_workers: int) -> dict[str, float]:
             return sum(counts) >= PIPELINE_N + 1
 
         await until(all_done, 1800)
-        rate = PIPELINE_N / (time.perf_counter() - t0)
+        done_at = time.perf_counter()
+        rate = PIPELINE_N / (done_at - t0)
         if n_workers == 1:
             meter.stop()
+            sink = await sink_figures(s.dsn, urls[0], t0, done_at)
         rss = max(psutil.Process(proc.pid).memory_info().rss for proc, _url in workers) / 2**20
         broker_per_order = (await s.settled_broker_rss() - broker_before) / PIPELINE_N
         measured = await meter.finish(PIPELINE_N, FULFILLED) if n_workers == 1 else None
@@ -502,7 +568,164 @@ async def _pipeline(pg: EmbeddedPostgres, n_workers: int) -> dict[str, float]:
     if measured is not None:
         costs.report(measured, s.agent_streams())
         out.update(measured.figures)
+        out.update(sink)
     return out
+
+
+def metrics_text(url: str) -> str:
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+        return str(resp.read().decode())
+
+
+async def sink_figures(dsn: str, url: str, t0: float, done_at: float) -> dict[str, float]:
+    """Issue 16's outcome sink at the pipeline's full rate: how long after the last
+    terminal status Postgres records every order (``sink_lag_s``), and the rows it
+    upserted per second from the first order to then (``sink_rows_per_s``, from the
+    worker's ``orders_sink_rows_total``: an order's document is written up to three
+    times - created, paid, terminal - fewer when one batch holds several)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+
+        async def recorded() -> bool:
+            n = await conn.fetchval(
+                "SELECT count(*) FROM order_status_view "
+                "WHERE order_id LIKE 'pipe-%' AND terminal_at IS NOT NULL"
+            )
+            return int(n) >= PIPELINE_N
+
+        await until(recorded, 300)
+        all_recorded = time.perf_counter()
+    finally:
+        await conn.close()
+    text = await asyncio.to_thread(metrics_text, url)
+    found = re.search(r'orders_sink_rows_total\{table="order_status_view"\} ([0-9.e+]+)', text)
+    rows = float(found.group(1)) if found else 0.0
+    return {
+        "sink_lag_s": max(0.0, all_recorded - done_at),
+        "sink_rows_per_s": float(rows) / (all_recorded - t0),
+    }
+
+
+def fulfilled_count(url: str) -> int:
+    body = get_json(url + "/analytics/countries?local=1")
+    if not body:
+        return 0
+    return sum(c["by_status"].get(FULFILLED, 0) for c in body["countries"].values())
+
+
+class StatsTail(TotalsTail):
+    """Tails a topic of per-country ``CountryStats``, keeping each country's latest."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(bootstrap, topic)
+        self.stats: dict[bytes, dict[str, Any]] = {}
+
+    def orders(self) -> int:
+        return sum(int(v["orders"]) for v in self.stats.values())
+
+    def fulfilled(self) -> int:
+        return sum(int(v["by_status"].get(FULFILLED, 0)) for v in self.stats.values())
+
+    async def until_orders(
+        self, n: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 1800
+    ) -> None:
+        """Wait until the countries count ``n`` orders (``proc`` must stay up)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batches = await self.consumer.getmany(timeout_ms=100, max_records=50_000)
+            for msgs in batches.values():
+                for m in msgs:
+                    self.stats[m.key] = orjson.loads(m.value)
+            if self.orders() >= n:
+                return
+            if proc.poll() is not None:
+                raise RuntimeError(f"exited with {proc.returncode} (see {log})")
+        raise TimeoutError(f"{self.orders()} of {n} orders counted (see {log})")
+
+
+async def pipeline_vs_quix(pg: EmbeddedPostgres) -> dict[str, float]:
+    """Ours and Quix Streams (``bench/quix_pipeline.py``) on the same envelopes."""
+    ours = await _ours_from_envelopes(pg)
+    quix, quix_rss = await _quix_pipeline(pg)
+    return {
+        "pipeline_ours_cdc_orders_per_s": ours,
+        "pipeline_quix_orders_per_s": quix,
+        "pipeline_ratio_ours_to_quix": ours / quix,
+        "pipeline_quix_rss_mib": quix_rss,
+    }
+
+
+async def _ours_from_envelopes(pg: EmbeddedPostgres) -> float:
+    """One worker: ``PIPELINE_N`` envelopes on ``orders_db.public.orders`` -> all terminal."""
+    async with Stack(pg, "ours-cdc") as s:
+        reader = CdcReader(dsn=s.dsn, bootstrap=s.broker.bootstrap, slot="bench", fresh_broker=True)
+        await reader.start()  # products snapshot -> stock
+        await produce_envelopes(s.broker.bootstrap, [envelope(0, "cdc-start")])
+        _proc, url = s.worker()
+
+        async def terminal(n: int) -> bool:
+            return await asyncio.to_thread(terminal_count, url) >= n
+
+        async def ready() -> bool:
+            return bool((get_json(url + "/ready") or {}).get("ready"))
+
+        await until(lambda: terminal(1), 120)
+        await until(ready, 120)
+        before = fulfilled_count(url)
+        messages = [envelope(i, "cdc") for i in range(PIPELINE_N)]
+        t0 = time.perf_counter()
+        await produce_envelopes(s.broker.bootstrap, messages)
+        await until(lambda: terminal(PIPELINE_N + 1), 1800)
+        rate = PIPELINE_N / (time.perf_counter() - t0)
+        fulfilled = fulfilled_count(url) - before
+        await reader.stop()
+    if fulfilled != PIPELINE_N:
+        raise RuntimeError(f"ours: {fulfilled} of {PIPELINE_N} orders FULFILLED")
+    return rate
+
+
+async def _quix_pipeline(pg: EmbeddedPostgres) -> tuple[float, float]:
+    """The Quix application: the same envelopes -> all terminal; -> (orders/s, RSS MiB)."""
+    async with Stack(pg, "quix-pipeline") as s:
+        reader = CdcReader(dsn=s.dsn, bootstrap=s.broker.bootstrap, slot="bench", fresh_broker=True)
+        await reader.start()  # products snapshot -> stock
+        # the tail needs the topic before it subscribes
+        await ensure_topics(s.broker.bootstrap, [QUIX_ORDER_ANALYTICS], 4)
+        log = s.tmp / "quix-pipeline.log"
+        quix = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.quix_pipeline",
+                s.broker.bootstrap,
+                str(s.tmp / "quix-state"),
+                "bench-quix-pipeline",
+                "4",
+            ],
+            cwd=ROOT,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        s.workers.append(quix)
+        if PROFILE:
+            s.profile(quix.pid, "quix")
+        async with StatsTail(s.broker.bootstrap, QUIX_ORDER_ANALYTICS) as tail:
+            await produce_envelopes(s.broker.bootstrap, [envelope(0, "quix-start")])
+            await tail.until_orders(1, quix, log, timeout=180)
+            before = tail.fulfilled()
+            messages = [envelope(i, "quix") for i in range(PIPELINE_N)]
+            t0 = time.perf_counter()
+            await produce_envelopes(s.broker.bootstrap, messages)
+            await tail.until_orders(PIPELINE_N + 1, quix, log)
+            rate = PIPELINE_N / (time.perf_counter() - t0)
+            fulfilled = tail.fulfilled() - before
+        rss = psutil.Process(quix.pid).memory_info().rss / 2**20
+        await reader.stop()
+    if fulfilled != PIPELINE_N:
+        raise RuntimeError(f"quix: {fulfilled} of {PIPELINE_N} orders FULFILLED (see {log})")
+    return rate, rss
 
 
 async def latency(pg: EmbeddedPostgres) -> dict[str, float]:
@@ -512,6 +735,11 @@ async def latency(pg: EmbeddedPostgres) -> dict[str, float]:
 async def latency_light(pg: EmbeddedPostgres) -> dict[str, float]:
     """The same at a rate one worker sustains: latency without queueing."""
     return await _latency(pg, LIGHT_RATE, LIGHT_S, f"latency_at_{LIGHT_RATE:.0f}_per_s")
+
+
+async def latency_mid(pg: EmbeddedPostgres) -> dict[str, float]:
+    """The same at 100 orders/s (issue 12)."""
+    return await _latency(pg, MID_RATE, LIGHT_S, f"latency_at_{MID_RATE:.0f}_per_s")
 
 
 async def _latency(
@@ -596,10 +824,17 @@ UNITS = {
     "kafka_writes_per_order": "writes",
     "agent_deliveries_per_order": "events",
     "worker_cpu_ms_per_order": "ms",
+    "sink_lag_s": "s",
+    "sink_rows_per_s": "rows/s",
     "latency_p50_ms": "ms",
     "latency_p95_ms": "ms",
     "latency_p99_ms": "ms",
     **{f"latency_at_{LIGHT_RATE:.0f}_per_s_p{q}_ms": "ms" for q in (50, 95, 99)},
+    **{f"latency_at_{MID_RATE:.0f}_per_s_p{q}_ms": "ms" for q in (50, 95, 99)},
+    "pipeline_ours_cdc_orders_per_s": "orders/s",
+    "pipeline_quix_orders_per_s": "orders/s",
+    "pipeline_ratio_ours_to_quix": "ratio",
+    "pipeline_quix_rss_mib": "MiB",
     "pipeline_2_workers_orders_per_s": "orders/s",
     RSS_NAME: "MiB",
     "worker_rss_growth_mib": "MiB",
@@ -611,9 +846,18 @@ UNITS = {
 }
 
 
-STEPS = [ceiling, analytics, pipeline, pipeline_two, latency_light, latency]
+STEPS = [
+    ceiling,
+    analytics,
+    pipeline,
+    pipeline_two,
+    pipeline_vs_quix,
+    latency_light,
+    latency_mid,
+    latency,
+]
 # measured once per `make bench` (they take minutes each); the others RUNS times
-ONCE = {"latency_light", "latency"}
+ONCE = {"latency_light", "latency_mid", "latency", "pipeline_vs_quix"}
 ONLY = os.environ.get("BENCH_ONLY")
 if ONLY:
     STEPS = [step for step in STEPS if step.__name__ in ONLY.split(",")]

@@ -136,9 +136,11 @@ class OrdersApp(faust.App):
             self.monitor = PrometheusMonitor(metrics=faust_metrics)
         deps = list(super().on_init_dependencies())
         if not (self.producer_only or self.client_only):
-            deps += [self.db, self.feed]
-            if self.settings.sink_enabled:
-                deps.append(self.sink)
+            # Children stop in reverse order: the outcome sink (and the pool it writes
+            # with) stop after the agents and the producer, so it records their last
+            # writes on a graceful stop.
+            first = [self.db, self.sink] if self.settings.sink_enabled else [self.db]
+            deps = [*first, *deps, self.feed]
         return deps
 
 

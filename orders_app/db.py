@@ -218,3 +218,15 @@ class Database(Service):
             return True
         except (OSError, asyncpg.PostgresError, TimeoutError):
             return False
+
+
+async def recorded_document(conn: Conn, order_id: str) -> dict[str, Any] | None:
+    """The order's document as the outcome sink recorded it (``order_status_view``), or
+    None when Postgres has no outcome for it."""
+    raw = await conn.fetchval(
+        "SELECT document FROM order_status_view WHERE order_id = $1", order_id
+    )
+    if raw is None:
+        return None
+    document = json.loads(raw)
+    return document if isinstance(document, dict) else None

@@ -190,6 +190,16 @@ class StockReply(faust.Record, namespace="orders.StockReply", **_OPTS):
     at: float
 
 
+class OrderRestored(faust.Record, namespace="orders.OrderRestored", **_OPTS):
+    """Internal, keyed by order id: an order whose outcome Postgres already records
+    (``order_status_view.document``), found by the cdc agent on a snapshot read; the
+    order agent restores the document instead of running the order again."""
+
+    order_id: str
+    document: dict[str, Any]
+    at: float
+
+
 class CountryStats(faust.Record, namespace="orders.CountryStats", **_OPTS):
     country: str
     orders: int

@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from mode import Service
 
+from orders_app.admin import wait_for_topics
 from orders_app.db import Database
 from orders_app.metrics import BusinessMetrics
 from orders_app.sink_rules import (
@@ -45,6 +46,8 @@ DeadLetters = Callable[[Source, str], Awaitable[None]]
 # Postgres refusing a row (a value out of range, a constraint): that row cannot be
 # written however often it is retried.  Anything else (connection lost, server
 # restarting) is retried until it works.
+DRAIN_S = 5.0
+
 REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError)
 
 log = logging.getLogger(__name__)
@@ -123,6 +126,7 @@ class OutcomeSink(Service):
         self.session_timeout_s = session_timeout_s
         self.max_records = max_records
         self.consumer: AIOKafkaConsumer | None = None
+        self.lock = asyncio.Lock()
         super().__init__(**kw)
 
     async def on_start(self) -> None:
@@ -130,13 +134,31 @@ class OutcomeSink(Service):
 
     async def on_stop(self) -> None:
         if self.consumer is not None:
+            # A graceful stop records what the worker did last (the app stops this
+            # service after its agents and producer: see OrdersApp.on_init_dependencies),
+            # so a restart restores those orders instead of running them again.
+            try:
+                await asyncio.wait_for(self._drain(), DRAIN_S)
+            except (TimeoutError, KafkaError, OSError, asyncpg.PostgresError) as err:
+                log.warning("outcome sink: stopped before catching up (%s)", err)
             await self.consumer.stop()
             self.consumer = None
 
+    async def _drain(self) -> None:
+        """Fetch and write until two fetches in a row bring nothing."""
+        empty = 0
+        while empty < 2:
+            empty = 0 if await self._step(timeout_ms=200) else empty + 1
+
     async def _run(self) -> None:
+        topics = [order_status_changelog(self.app_id), ORDER_ANALYTICS]
+        # Not before they exist: subscribing would auto-create the changelog with the
+        # broker's default partitions, and Faust would refuse it (PartitionsMismatch).
+        await wait_for_topics(self.bootstrap, topics, stop=lambda: self.should_stop)
+        if self.should_stop:
+            return
         consumer = self.consumer = AIOKafkaConsumer(
-            order_status_changelog(self.app_id),
-            ORDER_ANALYTICS,
+            *topics,
             bootstrap_servers=self.bootstrap,
             group_id=f"{self.app_id}-sink",
             enable_auto_commit=False,
@@ -148,14 +170,22 @@ class OutcomeSink(Service):
         )
         await consumer.start()
         while not self.should_stop:
-            fetched = await consumer.getmany(timeout_ms=500, max_records=self.max_records)
+            await self._step(timeout_ms=500)
+
+    async def _step(self, timeout_ms: int) -> int:
+        """One fetch -> one write -> commit; -> messages handled."""
+        consumer = self.consumer
+        if consumer is None:
+            return 0
+        async with self.lock:
+            fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_records)
             messages = [
                 Source(tp.topic, tp.partition, m.offset, m.key, m.value)
                 for tp, msgs in fetched.items()
                 for m in msgs
             ]
             if not messages:
-                continue
+                return 0
             batch, bad = batch_rows(messages)
             for source, error in bad:
                 await self.dead_letters(source, error)
@@ -166,6 +196,7 @@ class OutcomeSink(Service):
                 )
             except KafkaError as err:  # a rebalance: the next owner writes them again
                 log.info("outcome sink: commit skipped (%s)", err)
+            return len(messages)
 
     async def _write(self, batch: Batch) -> None:
         try:

@@ -53,6 +53,7 @@ SPECS: tuple[TopicSpec, ...] = (
     TopicSpec("orders_app-stock-commands", "sku", records.StockCommand, "status, cdc", True),
     TopicSpec("orders_app-stock-replies", "order_id", records.StockReply, "inventory", True),
     TopicSpec("orders_app-status-by-country", "country", records.StatusChanged, "status", True),
+    TopicSpec("orders_app-order-restores", "order_id", records.OrderRestored, "cdc", True),
 )
 
 
@@ -83,6 +84,7 @@ ORDERS_BY_CUSTOMER = _topic("orders_app-orders-by-customer")
 STOCK_COMMANDS = _topic("orders_app-stock-commands")
 STOCK_REPLIES = _topic("orders_app-stock-replies")
 STATUS_BY_COUNTRY = _topic("orders_app-status-by-country")
+ORDER_RESTORES = _topic("orders_app-order-restores")
 
 ALL_TOPICS: tuple[faust.TopicT, ...] = (
     ORDERS_CDC,
@@ -101,6 +103,7 @@ ALL_TOPICS: tuple[faust.TopicT, ...] = (
     STOCK_COMMANDS,
     STOCK_REPLIES,
     STATUS_BY_COUNTRY,
+    ORDER_RESTORES,
 )
 
 BY_NAME: dict[str, faust.TopicT] = {t.get_topic_name(): t for t in ALL_TOPICS}

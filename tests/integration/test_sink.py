@@ -181,3 +181,37 @@ async def test_a_row_postgres_refuses_is_dead_lettered_and_the_rest_written(data
     assert await status_of(database, "o-big") is None
     assert [(s.partition, s.offset, s.key) for s, _e in letters] == [(1, 8, b"o-big")]
     assert "Postgres refused it" in letters[0][1]
+
+
+async def test_the_sink_waits_for_the_changelog_and_never_creates_it(broker, database) -> None:
+    """Subscribing early would have the broker auto-create the table's changelog with its
+    default partitions, and Faust would then refuse to start (PartitionsMismatch)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from orders_app.admin import ensure_topics
+
+    async def no_dead_letters(source: Source, error: str) -> None:
+        raise AssertionError(error)
+
+    db = Database(database)
+    await db.start()
+    sink = OutcomeSink(broker.bootstrap, "early", db, BusinessMetrics(), no_dead_letters)
+    await sink.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    try:
+        await asyncio.sleep(2)
+        assert "early-order_status-changelog" not in set(await admin.list_topics())
+        await ensure_topics(
+            broker.bootstrap, ["early-order_status-changelog", "order_analytics"], 7
+        )
+        deadline = time.monotonic() + 20
+        while sink.consumer is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert sink.consumer is not None, "the sink subscribes once the topics exist"
+        (described,) = await admin.describe_topics(["early-order_status-changelog"])
+        assert len(described["partitions"]) == 7
+    finally:
+        await admin.close()
+        await sink.stop()
+        await db.stop()

@@ -424,3 +424,24 @@ def test_reserved_from_ledger_sums_only_live_reservations() -> None:
     assert reserved_from_ledger(entries) == {"SKU-1": 2, "SKU-2": 1, "SKU-3": 0}
     fixed = with_reserved({"available": 90, "reserved": 6, "total": 100}, 2)
     assert fixed == {"available": 98, "reserved": 2, "total": 100}
+
+
+# --- restore (a recorded order's reservation held again) --------------------------------
+
+
+def test_restore_holds_against_a_known_sku_and_is_idempotent() -> None:
+    from agents.inventory_rules import restore
+
+    new, entry = restore(stock(10), None, 3)
+    assert new == stock(7, 3) and entry["state"] == "reserved" and entry["quantity"] == 3
+    assert restore(new, entry, 3) == (new, entry)
+
+
+def test_restore_before_the_catalogue_level_ends_at_level_minus_held() -> None:
+    from agents.inventory_rules import restore
+
+    held, _ = restore(None, None, 4)
+    assert held == {"available": 0, "reserved": 4, "total": 4}
+    assert set_total(held, 10) == stock(6, 4)
+    # the other way round gives the same
+    assert restore(set_total(None, 10), None, 4)[0] == stock(6, 4)

@@ -251,3 +251,96 @@ def test_a_stock_reply_for_an_unknown_order_writes_and_sends_nothing(mk) -> None
 def test_outputs_are_not_inputs(record: Any) -> None:
     with pytest.raises(TypeError):
         advance(None, OID, record, 1.0)
+
+
+# --- restore (issue 16): a recorded order read again by a snapshot ----------------------
+
+
+def recorded(mk, *records: Any) -> dict[str, Any]:
+    """The document the order had after ``records`` (what the outcome sink recorded)."""
+    doc, _ = run(None, *records)
+    assert doc is not None
+    return doc
+
+
+def restored(document: dict[str, Any]) -> Any:
+    from orders_app.records import OrderRestored
+
+    return OrderRestored(order_id=OID, document=document, at=1.0)
+
+
+SEED_EFFECTS = {
+    "payment_successful",
+    "payment_failed",
+    "payment_refunded",
+    "inventory_updated",
+    "notification_sent",
+    "orders_app-orders-by-customer",
+}
+
+
+def test_a_restored_fulfilled_order_holds_its_stock_and_counts_once_with_no_effects(mk) -> None:
+    order = mk.order(OID, lines=[mk.line("SKU-1", 2), mk.line("SKU-2", 1)])
+    document = recorded(
+        mk, order, mk.validated(order), reply("SKU-1", True, qty=2), reply("SKU-2", True)
+    )
+    step = advance(None, OID, restored(document), 500.0)
+    assert not SEED_EFFECTS & set(topics(step))
+    commands = of(step, "orders_app-stock-commands")
+    assert [(c.op, c.sku, c.quantity) for c in commands] == [
+        ("restore", "SKU-1", 2),
+        ("restore", "SKU-2", 1),
+    ]
+    (change,) = of(step, "orders_app-status-by-country")
+    assert (change.status, change.terminal) == ("FULFILLED", True)
+    assert step.firsts == [] and step.changes == []
+    assert step.doc == {**document, "restored_at": 500.0}
+    # then a duplicate of any input changes nothing and charges nothing
+    again = advance(step.doc, OID, mk.validated(order), 501.0)
+    assert again.firsts == [] and again.doc == step.doc
+
+
+def test_a_restored_order_the_table_has_keeps_the_table_state(mk) -> None:
+    order = mk.order(OID)
+    document = recorded(mk, order, mk.validated(order))
+    current = recorded(mk, order, mk.validated(order), reply("SKU-0001", True))
+    step = advance(current, OID, restored(document), 9.0)
+    assert step.doc is None and step.sends == []
+
+
+def test_a_restored_order_waiting_for_stock_goes_on_from_there(mk) -> None:
+    order = mk.order(OID, lines=[mk.line("SKU-1"), mk.line("SKU-2")])
+    document = recorded(mk, order, mk.validated(order), reply("SKU-1", True, total=2))
+    step = advance(None, OID, restored(document), 9.0)
+    assert [(c.op, c.sku) for c in of(step, "orders_app-stock-commands")] == [
+        ("restore", "SKU-1"),
+        ("reserve", "SKU-2"),
+    ]
+    assert of(step, "orders_app-status-by-country") == []  # not terminal: nothing to count
+    _doc, (done,) = run(step.doc, reply("SKU-2", True, total=2))
+    assert [c.status for c in done.changes] == ["FULFILLED"]
+    assert [n.template for n in of(done, "notification_sent")] == ["order_confirmed"]
+    assert ("payments", "succeeded") not in done.firsts
+
+
+@pytest.mark.parametrize("kind", ["cancelled", "rejected", "declined"])
+def test_restored_orders_that_hold_nothing_send_only_their_terminal_change(mk, kind) -> None:
+    if kind == "cancelled":
+        order = mk.order(OID, lines=[mk.line("SKU-1"), mk.line("SKU-2")])
+        document = recorded(
+            mk, order, mk.validated(order), reply("SKU-1", True, total=2), reply("SKU-2", False)
+        )
+    elif kind == "rejected":
+        order = mk.order(OID)
+        document = recorded(mk, order, mk.fraud_alert(OID))
+    else:
+        order = mk.order(OID, payment_method="tok_chargeDeclined")
+        document = recorded(mk, order, mk.validated(order))
+    step = advance(None, OID, restored(document), 9.0)
+    assert topics(step) == ["orders_app-status-by-country"]
+    assert step.doc is not None and step.doc["status"] == document["status"]
+    if kind == "cancelled":
+        assert step.doc["saga"]["state"] == "released"
+        # a late release ack of the old run changes nothing and sends nothing
+        late = advance(step.doc, OID, reply("SKU-1", True, op="release"), 10.0)
+        assert late.firsts == []
