@@ -37,6 +37,7 @@ from orders_app.sink_rules import (
     Source,
     batch_rows,
     columns,
+    latest_documents,
     order_status_changelog,
     split,
 )
@@ -47,6 +48,7 @@ DeadLetters = Callable[[Source, str], Awaitable[None]]
 # written however often it is retried.  Anything else (connection lost, server
 # restarting) is retried until it works.
 DRAIN_S = 5.0
+LINGER_S = 0.2
 
 REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError)
 
@@ -170,7 +172,12 @@ class OutcomeSink(Service):
         )
         await consumer.start()
         while not self.should_stop:
+            started = time.monotonic()
             await self._step(timeout_ms=500)
+            # At most one batch per LINGER_S: under load a batch then holds many orders
+            # (one statement instead of dozens, each document decoded once), and the
+            # worker's loop is left to the agents; Postgres trails by about LINGER_S.
+            await self.sleep(LINGER_S - (time.monotonic() - started))
 
     async def _step(self, timeout_ms: int) -> int:
         """One fetch -> one write -> commit; -> messages handled."""
@@ -186,7 +193,7 @@ class OutcomeSink(Service):
             ]
             if not messages:
                 return 0
-            batch, bad = batch_rows(messages)
+            batch, bad = batch_rows(latest_documents(messages))
             for source, error in bad:
                 await self.dead_letters(source, error)
             await self._write(batch)

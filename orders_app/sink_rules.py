@@ -190,6 +190,18 @@ def batch_rows(messages: list[Source]) -> tuple[Batch, list[tuple[Source, str]]]
     return out, bad
 
 
+def latest_documents(messages: list[Source]) -> list[Source]:
+    """Only the last changelog message of each order (a key lives on one partition, so
+    the last in the batch is the newest write): the others need not even be decoded.
+    ``order_analytics`` messages all stay (each may report a different window)."""
+    last: dict[tuple[str, bytes | None], int] = {}
+    for i, msg in enumerate(messages):
+        if msg.topic != ORDER_ANALYTICS:
+            last[(msg.topic, msg.key)] = i
+    keep = set(last.values())
+    return [m for i, m in enumerate(messages) if m.topic == ORDER_ANALYTICS or i in keep]
+
+
 def split(batch: Batch) -> list[tuple[Batch, Source]]:
     """One batch per row (to find the row Postgres refuses), with its source message."""
     out: list[tuple[Batch, Source]] = []

@@ -116,3 +116,16 @@ def test_unreadable_values_are_reported_not_raised() -> None:
     assert batch.rows == 0
     assert [m.offset for m, _why in bad] == [0, 0, 0] and len(bad) == 3
     assert all("outcome sink cannot read it" in why for _m, why in bad)
+
+
+def test_only_the_last_document_of_each_order_is_kept_and_every_country_update() -> None:
+    from orders_app.sink_rules import latest_documents
+
+    msgs = [
+        Source(CHANGELOG, 0, 1, b"o-1", b"a"),
+        Source("order_analytics", 2, 1, b"DE", b"x"),
+        Source(CHANGELOG, 0, 2, b"o-1", b"b"),
+        Source(CHANGELOG, 1, 1, b"o-2", b"c"),
+        Source("order_analytics", 2, 2, b"DE", b"y"),
+    ]
+    assert [m.value for m in latest_documents(msgs)] == [b"x", b"b", b"c", b"y"]
