@@ -222,13 +222,13 @@ def _restore(doc: dict[str, Any] | None, restored: OrderRestored, now: float) ->
     new = {**restored.document, "restored_at": now}
     saga = new.get("saga")
     if saga is not None:
-        held = [sku for sku, ok in saga["replies"].items() if ok and sku not in saga["released"]]
         if saga["state"] in ("out_of_stock", "released"):
             # decided out of stock: what was reserved is (being) given back - hold nothing
             new["saga"] = {**saga, "state": "released", "released": sorted(saga["replies"])}
         else:
-            for sku in held:
-                step.sends.append(_command("restore", sku, saga["wanted"][sku], saga, now))
+            for sku, ok in saga["replies"].items():
+                if ok:  # a saga not out of stock has released nothing
+                    step.sends.append(_command("restore", sku, saga["wanted"][sku], saga, now))
             if saga["state"] == "pending":
                 for sku, qty in saga["wanted"].items():
                     if sku not in saga["replies"]:

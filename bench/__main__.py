@@ -73,7 +73,6 @@ import asyncio
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -572,11 +571,6 @@ async def _pipeline(pg: EmbeddedPostgres, n_workers: int) -> dict[str, float]:
     return out
 
 
-def metrics_text(url: str) -> str:
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
-        return str(resp.read().decode())
-
-
 async def sink_figures(dsn: str, url: str, t0: float, done_at: float) -> dict[str, float]:
     """Issue 16's outcome sink at the pipeline's full rate: how long after the last
     terminal status Postgres records every order (``sink_lag_s``), and the rows it
@@ -599,9 +593,7 @@ async def sink_figures(dsn: str, url: str, t0: float, done_at: float) -> dict[st
         all_recorded = time.perf_counter()
     finally:
         await conn.close()
-    text = await asyncio.to_thread(metrics_text, url)
-    found = re.search(r'orders_sink_rows_total\{table="order_status_view"\} ([0-9.e+]+)', text)
-    rows = float(found.group(1)) if found else 0.0
+    rows = (await asyncio.to_thread(costs.counters, url)).sink_rows
     return {
         "sink_lag_s": max(0.0, all_recorded - done_at),
         "sink_rows_per_s": float(rows) / (all_recorded - t0),

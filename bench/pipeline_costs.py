@@ -52,6 +52,7 @@ BROKER_INTERNAL = "__"
 # Faust's Prometheus sensor (faust/sensors/prometheus.py), counters named
 # "<prefix>_<name>" ("faust_" in this app) and exposed with a "_total" suffix.
 EVENTS_PER_STREAM = "_total_events_per_stream_total"
+SINK_ROWS = "orders_sink_rows_total"
 RECEIVED_PER_TOPIC = "_messages_received_per_topic_total"
 SENT_PER_TOPIC = "_topic_messages_sent_total"
 TABLE_OPERATIONS = "_table_operations_total"
@@ -66,6 +67,7 @@ class Counters:
     received: dict[str, float] = field(default_factory=dict)  # by topic
     sent: dict[str, float] = field(default_factory=dict)  # by topic
     table_writes: dict[str, float] = field(default_factory=dict)  # by table
+    sink_rows: float = 0.0  # order rows the outcome sink upserted (issue 16)
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ def counters(url: str) -> Counters:
             elif s.name.endswith(TABLE_OPERATIONS) and s.labels["operation"] in TABLE_WRITES:
                 table = s.labels["table"].removeprefix("table.")
                 out.table_writes[table] = out.table_writes.get(table, 0.0) + s.value
+            elif s.name == SINK_ROWS and s.labels.get("table") == "order_status_view":
+                out.sink_rows = s.value
     return out
 
 

@@ -11,8 +11,6 @@ The agents, tables and web views are found by autodiscovery of the top-level pac
 
 from __future__ import annotations
 
-import base64
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -100,15 +98,14 @@ class OrdersApp(faust.App):
 
     async def _sink_dead_letter(self, source: Source, error: str) -> None:
         self.metrics.dead_letters.labels(source.topic).inc()
-        letter = DeadLetter(
+        letter = DeadLetter.of(
             topic=source.topic,
             partition=source.partition,
             offset=source.offset,
-            key=source.key.decode("utf-8", "replace") if source.key is not None else None,
-            error=error[:2000],
-            payload_b64=base64.b64encode(source.value or b"").decode(),
+            key=source.key,
+            payload=source.value,
+            error=error,
             agent="sink",
-            at=time.time(),
         )
         await self.producer.send_and_wait(
             "dead_letters", source.key, encode(letter), None, None, None

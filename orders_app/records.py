@@ -13,6 +13,7 @@ missing field, a wrong type, a non-finite decimal or an unknown enum value raise
 from __future__ import annotations
 
 import base64
+import time
 import types
 import typing
 from decimal import Decimal
@@ -226,6 +227,32 @@ class DeadLetter(faust.Record, namespace="orders.DeadLetter", **_OPTS):
     @property
     def payload(self) -> bytes:
         return base64.b64decode(self.payload_b64)
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | str | None,
+        payload: bytes | None,
+        error: str,
+        agent: str,
+    ) -> DeadLetter:
+        """The letter for one message (raw bytes kept as base64, the error cut short)."""
+        if isinstance(key, bytes):
+            key = key.decode("utf-8", errors="replace")
+        return cls(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            error=error[:2000],
+            payload_b64=base64.b64encode(payload or b"").decode(),
+            agent=agent,
+            at=time.time(),
+        )
 
 
 class ChangeSource(faust.Record, namespace="debezium.Source", **_OPTS):

@@ -9,9 +9,7 @@ error and the raw payload, counted, and the agent goes on with the next message.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -43,16 +41,14 @@ def key_str(event: EventT[Any]) -> str | None:
 async def dead_letter(event: EventT[Any], error: str, agent: str) -> None:
     """Send the event's raw bytes to ``dead_letters`` with the reason."""
     msg = event.message
-    payload = event.value if isinstance(event.value, bytes) else b""
-    letter = DeadLetter(
+    letter = DeadLetter.of(
         topic=msg.topic,
         partition=msg.partition,
         offset=msg.offset,
         key=key_str(event),
-        error=error[:2000],
-        payload_b64=base64.b64encode(payload).decode(),
+        payload=event.value if isinstance(event.value, bytes) else None,
+        error=error,
         agent=agent,
-        at=time.time(),
     )
     log.warning(
         "dead letter from %s[%s]@%s (%s): %s",
