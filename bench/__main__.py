@@ -57,6 +57,16 @@ database for each measurement, in one run so the figures are comparable:
    writes (per topic, with the worker's own send counts and table writes) and the
    deliveries (per stream, with the agents reading it) go.
 
+8. the CDC hop (issue 14), for each reader - real Debezium (``orders_app/debezium.py``,
+   the default) and the built-in pgoutput reader: ``CDC_N`` orders inserted into Postgres
+   at ``CDC_RATE`` orders/s, one transaction each; per order, the Kafka record's timestamp
+   (set when the reader's producer sends it) minus the commit time Debezium's envelope
+   carries (``source.ts_us``): ``cdc_hop_<reader>_p50_ms`` / ``_p99_ms``; for Debezium also
+   its start (process start to streaming, snapshot of the catalogue included)
+   ``debezium_start_s``, its RSS after the run ``debezium_rss_mib`` and its CPU per order
+   ``debezium_cpu_ms_per_order``.  The latency steps (4) run through the default reader
+   (``BENCH_CDC=builtin`` for the built-in one).
+
 Figures are measured ``RUNS`` times (latency and the RSS soak once, to keep ``make
 bench`` within 20 minutes) and reported as
 min/median/max with machine info; results go to ``bench/results.json`` as
@@ -94,6 +104,7 @@ from orders_app import pgoutput
 from orders_app.admin import ensure_topics, registry_topic_names
 from orders_app.cdc import TOPIC_PREFIX, CdcReader
 from orders_app.db import migrate, seed_catalogue
+from orders_app.debezium import DebeziumConnect
 from orders_app.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from orders_app.records import OrderCreated, OrderLine, encode
 
@@ -113,6 +124,9 @@ LATENCY_S = 10.0 if QUICK else 60.0
 LIGHT_RATE = 40.0
 LIGHT_S = 10.0 if QUICK else 30.0
 MID_RATE = 100.0
+CDC_RATE = 50.0
+CDC_N = 500 if QUICK else 1_500
+BENCH_CDC = os.environ.get("BENCH_CDC", "debezium")
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(os.environ.get("BENCH_OUT") or Path(__file__).resolve().parent)
 FULFILLED = "FULFILLED"
@@ -198,6 +212,27 @@ class Stack:
     async def __aexit__(self, *exc: object) -> None:
         self.stop_workers()
         await self.broker.stop()
+
+    async def cdc(self, kind: str) -> Any:
+        """The CDC reader ``kind`` (``debezium`` or ``builtin``), started on this stack."""
+        if kind == "debezium":
+            dbz = DebeziumConnect(
+                dsn=self.dsn,
+                bootstrap=self.broker.bootstrap,
+                work_dir=self.tmp / "debezium",
+                overrides={"slot.name": "bench_dbz"},
+            )
+            await dbz.start()
+            return dbz
+        reader = CdcReader(
+            dsn=self.dsn,
+            bootstrap=self.broker.bootstrap,
+            slot="bench",
+            fresh_broker=True,
+            poll_interval=0.05,
+        )
+        await reader.start()
+        return reader
 
     def stop_workers(self) -> None:
         for w in self.workers:
@@ -740,14 +775,7 @@ async def _latency(
     import asyncpg
 
     async with Stack(pg, name) as s:
-        reader = CdcReader(
-            dsn=s.dsn,
-            bootstrap=s.broker.bootstrap,
-            slot="bench",
-            fresh_broker=True,
-            poll_interval=0.05,
-        )
-        await reader.start()
+        reader = await s.cdc(BENCH_CDC)
         _proc, url = s.worker()
 
         async def ready() -> bool:
@@ -805,6 +833,73 @@ async def _latency(
     return out
 
 
+async def cdc_hop(pg: EmbeddedPostgres) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for kind in ("debezium", "builtin"):
+        out.update(await _cdc_hop(pg, kind))
+    return out
+
+
+async def _cdc_hop(pg: EmbeddedPostgres, kind: str) -> dict[str, float]:
+    import asyncpg
+
+    async with Stack(pg, f"cdc_{kind}") as s:
+        t0 = time.monotonic()
+        reader = await s.cdc(kind)
+        started = time.monotonic() - t0
+        proc = psutil.Process(reader.pid) if kind == "debezium" else None
+        await asyncio.sleep(1)  # the snapshot's tail
+        cpu0 = sum(proc.cpu_times()[:2]) if proc is not None else 0.0
+        conn = await asyncpg.connect(s.dsn)
+        lines = json.dumps([{"sku": "SKU-0001", "quantity": 1, "unit_price": "11.99"}])
+        t0 = time.monotonic()
+        for i in range(CDC_N):
+            await conn.execute(
+                "INSERT INTO orders (id, customer_id, country, currency, total, lines) "
+                "VALUES ($1, $2, 'DE', 'EUR', 11.99, $3::jsonb)",
+                f"hop-{i}",
+                f"hop-c-{i}",
+                lines,
+            )
+            delay = t0 + (i + 1) / CDC_RATE - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await conn.close()
+        consumer = AIOKafkaConsumer(
+            ORDERS_CDC,
+            bootstrap_servers=s.broker.bootstrap,
+            auto_offset_reset="earliest",
+            group_id=None,
+        )
+        await consumer.start()
+        hops: dict[bytes, float] = {}
+        idle = time.monotonic()
+        while len(hops) < CDC_N and time.monotonic() - idle < 10:
+            for msgs in (await consumer.getmany(timeout_ms=300)).values():
+                idle = time.monotonic()
+                for m in msgs:
+                    if m.value is None:
+                        continue
+                    v = orjson.loads(m.value)
+                    if v["op"] == "c":
+                        hops[m.key] = m.timestamp - v["source"]["ts_us"] / 1000
+        await consumer.stop()
+        cpu = sum(proc.cpu_times()[:2]) - cpu0 if proc is not None else 0.0
+        rss = proc.memory_info().rss / 2**20 if proc is not None else 0.0
+        await reader.stop()
+    if len(hops) < CDC_N:
+        raise RuntimeError(f"cdc_hop {kind}: {len(hops)} of {CDC_N} orders reached the broker")
+    q = statistics.quantiles(sorted(hops.values()), n=100)
+    out = {f"cdc_hop_{kind}_p50_ms": q[49], f"cdc_hop_{kind}_p99_ms": q[98]}
+    if kind == "debezium":
+        out.update(
+            debezium_start_s=started,
+            debezium_rss_mib=rss,
+            debezium_cpu_ms_per_order=cpu * 1000 / CDC_N,
+        )
+    return out
+
+
 UNITS = {
     "ceiling_produce": "msg/s",
     "ceiling_consume_decode": "msg/s",
@@ -835,6 +930,10 @@ UNITS = {
     "analytics_ratio_ours_to_quix": "ratio",
     "analytics_ours_rss_mib": "MiB",
     "analytics_quix_rss_mib": "MiB",
+    **{f"cdc_hop_{k}_p{q}_ms": "ms" for k in ("debezium", "builtin") for q in (50, 99)},
+    "debezium_start_s": "s",
+    "debezium_rss_mib": "MiB",
+    "debezium_cpu_ms_per_order": "ms",
 }
 
 
@@ -847,9 +946,10 @@ STEPS = [
     latency_light,
     latency_mid,
     latency,
+    cdc_hop,
 ]
 # measured once per `make bench` (they take minutes each); the others RUNS times
-ONCE = {"latency_light", "latency_mid", "latency", "pipeline_vs_quix"}
+ONCE = {"latency_light", "latency_mid", "latency", "pipeline_vs_quix", "cdc_hop"}
 ONLY = os.environ.get("BENCH_ONLY")
 if ONLY:
     STEPS = [step for step in STEPS if step.__name__ in ONLY.split(",")]

@@ -266,7 +266,10 @@ class CdcReader(Service):
             for lsn, change in txn.changes:
                 futures.extend(await self._publish(txn, lsn, change, now_us))
                 changes += 1
-            self.last_commit_lsn = txn.commit_lsn
+            # Debezium's "last commit LSN" (source.sequence[0]) is where the commit record
+            # ends - the position pgoutput reports for the commit message - not where it
+            # starts (checked against real Debezium: tests/integration/test_debezium.py).
+            self.last_commit_lsn = txn.end_lsn
             self.last_commit_ts = txn.commit_ts_us / 1e6
             last_end = txn.end_lsn
         if futures:

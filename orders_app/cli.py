@@ -202,6 +202,7 @@ async def _run_stack(
     data: Path, *, workers: int, generate: bool, cdc: bool, rate: float, web_port: int | None
 ) -> None:
     from orders_app.admin import ensure_topics, registry_topic_names
+    from orders_app.debezium import DebeziumError
     from orders_app.embedded import EmbeddedBroker, EmbeddedPostgres, StackError
 
     data = data.absolute()
@@ -242,18 +243,9 @@ async def _run_stack(
         await _migrate(dsn)
         await ensure_topics(settings.kafka_bootstrap, registry_topic_names(), settings.partitions)
         if cdc:
-            from orders_app.cdc import CdcReader
-
-            reader = CdcReader(
-                dsn=dsn,
-                bootstrap=settings.kafka_bootstrap,
-                slot=settings.cdc_slot,
-                poll_interval=settings.cdc_poll_interval,
-                fresh_broker=bool(started),
-            )
-            await reader.start()
+            reader = await _start_cdc(settings, dsn, run_dir, fresh_broker=bool(started))
             started.append(reader)
-    except StackError as err:
+    except (StackError, DebeziumError) as err:
         for svc in reversed(started):
             await svc.stop()
         _fail(str(err))
@@ -303,7 +295,7 @@ async def _run_stack(
                     f"generator: {rate:g} orders/s into {'Postgres' if cdc else 'order_created'}"
                 )
             click.echo("Ctrl-C to stop.")
-        failure = await supervisor.wait(until=stop)
+        failure = await _first_failure(supervisor, started, stop)
     finally:
         if failure is not None:
             click.echo(f"orders-app: {failure}", err=True)
@@ -321,6 +313,78 @@ async def _run_stack(
         click.echo("stopped.")
     if failure is not None:
         raise SystemExit(1)
+
+
+async def _start_cdc(settings: Settings, dsn: str, run_dir: Path, *, fresh_broker: bool) -> Any:
+    """Real Debezium (``ORDERS_CDC=debezium``, the default with a Java runtime) or the
+    built-in reader, started; a missing Java is one line, not an error, unless asked for."""
+    from orders_app.debezium import DebeziumConnect, choose_cdc, java_runtime
+
+    kind, note = choose_cdc(settings.cdc, java_runtime())
+    if note:
+        click.echo(note, err=True)
+    if kind == "debezium":
+        dbz = DebeziumConnect(
+            dsn=dsn,
+            bootstrap=settings.kafka_bootstrap,
+            work_dir=run_dir / "debezium",
+            log_path=run_dir / "debezium.log",
+            report=lambda line: click.echo(line, err=True),
+        )
+        # A slot nobody reads holds back WAL forever: the other reader's, from a run with
+        # the other ORDERS_CDC, goes.
+        await _drop_idle_slot(dsn, settings.cdc_slot)
+        await dbz.start()
+        click.echo(f"cdc:      Debezium (started in {dbz.started_in:.1f}s, slot {dbz.slot})")
+        return dbz
+    from orders_app.cdc import CdcReader
+
+    reader = CdcReader(
+        dsn=dsn,
+        bootstrap=settings.kafka_bootstrap,
+        slot=settings.cdc_slot,
+        poll_interval=settings.cdc_poll_interval,
+        fresh_broker=fresh_broker,
+    )
+    await _drop_idle_slot(dsn, DebeziumConnect.default_slot())
+    await reader.start()
+    click.echo(f"cdc:      built-in reader (slot {settings.cdc_slot})")
+    return reader
+
+
+async def _drop_idle_slot(dsn: str, slot: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            "WHERE slot_name = $1 AND database = current_database() AND NOT active",
+            slot,
+        )
+    finally:
+        await conn.close()
+
+
+async def _first_failure(
+    supervisor: Supervisor, services: list[Any], stop: asyncio.Event
+) -> str | None:
+    """Until Ctrl-C (None) or a supervised child gives up: a worker, or Debezium."""
+    from orders_app.debezium import DebeziumConnect
+
+    waits = [asyncio.ensure_future(supervisor.wait(until=stop))]
+    waits += [
+        asyncio.ensure_future(svc.wait_failed())
+        for svc in services
+        if isinstance(svc, DebeziumConnect)
+    ]
+    try:
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    results = [t.result() for t in done if not t.cancelled()]
+    return next((r for r in results if r is not None), None)
 
 
 async def _migrate(dsn: str) -> None:

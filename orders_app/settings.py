@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     cdc_enabled: bool = Field(
         True, description="run the embedded CDC reader inside `orders-app run`"
     )
+    cdc: Literal["debezium", "builtin"] | None = Field(
+        None,
+        description="CDC of `orders-app run`: debezium (real, needs Java) or builtin; "
+        "unset: debezium when Java is found",
+    )
     fraud_max_total: Decimal = Field(Decimal("5000"), gt=0, description="reject orders above this")
     fraud_velocity_count: int = Field(5, ge=1, description="max orders per customer per minute")
     fraud_velocity_amount: Decimal = Field(

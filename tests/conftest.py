@@ -194,9 +194,47 @@ async def workers(stack: Stack, tmp_path: Path) -> AsyncIterator[WorkerPool]:
     await asyncio.to_thread(pool.stop_all)
 
 
-@pytest_asyncio.fixture
-async def cdc(stack: Stack) -> AsyncIterator[Any]:
-    """The embedded CDC reader on the test database (snapshot of products + orders)."""
+CDC_READER = os.environ.get("ORDERS_TEST_CDC", "debezium")
+
+
+async def drop_slot(dsn: str, slot: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        # the walsender of a just-stopped reader may take a moment to release the slot
+        for _ in range(50):
+            active = await conn.fetchval(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1", slot
+            )
+            if active is None:
+                return
+            if not active:
+                await conn.execute("SELECT pg_drop_replication_slot($1)", slot)
+                return
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+async def start_debezium(stack: Stack, work_dir: Path, **overrides: str) -> Any:
+    """Real Debezium (orders_app/debezium.py) on the test database, its own slot."""
+    from orders_app.debezium import DebeziumConnect, java_runtime
+
+    assert java_runtime() is not None, (
+        "real Debezium needs a Java runtime (make test installs openjdk-17-jre-headless as "
+        "root on Debian); or run the CDC tests on the built-in reader: ORDERS_TEST_CDC=builtin"
+    )
+
+    dbz = DebeziumConnect(
+        dsn=stack.dsn,
+        bootstrap=stack.bootstrap,
+        work_dir=work_dir,
+        overrides={"slot.name": "s_" + uuid.uuid4().hex[:10], **overrides},
+    )
+    await dbz.start()
+    return dbz
+
+
+async def start_builtin_cdc(stack: Stack) -> Any:
     from orders_app.cdc import CdcReader
 
     reader = CdcReader(
@@ -207,10 +245,26 @@ async def cdc(stack: Stack) -> AsyncIterator[Any]:
         fresh_broker=True,
     )
     await reader.start()
+    return reader
+
+
+@pytest_asyncio.fixture
+async def cdc(stack: Stack, tmp_path: Path) -> AsyncIterator[Any]:
+    """CDC on the test database (snapshot of products + orders, then streaming): real
+    Debezium, or the built-in reader with ``ORDERS_TEST_CDC=builtin``."""
+    if CDC_READER == "builtin":
+        reader = await start_builtin_cdc(stack)
+    else:
+        reader = await start_debezium(stack, tmp_path / "debezium")
     yield reader
     await reader.stop()
-    conn = await asyncpg.connect(stack.dsn)
-    try:
-        await conn.execute("SELECT pg_drop_replication_slot($1)", reader.slot)
-    finally:
-        await conn.close()
+    await drop_slot(stack.dsn, reader.slot)
+
+
+@pytest_asyncio.fixture
+async def builtin_cdc(stack: Stack) -> AsyncIterator[Any]:
+    """The built-in reader (orders_app/cdc.py), whatever ``ORDERS_TEST_CDC`` says."""
+    reader = await start_builtin_cdc(stack)
+    yield reader
+    await reader.stop()
+    await drop_slot(stack.dsn, reader.slot)

@@ -1,46 +1,26 @@
-"""Debezium's JsonConverter shapes through a real worker: with ``schemas.enable=true``
-(its default: ``{"schema", "payload"}`` around keys and values) and ``false``, a created
-order, a snapshot read and a products update each take effect, and a delete with its
-tombstone is no dead letter (agents/cdc.py, agents/cdc_rules.py)."""
+"""Both JsonConverter settings of real Debezium, end to end through a real worker: with
+``schemas.enable=true`` (``{"schema", "payload"}`` around keys and values) and ``false``
+(the connector JSON's), a snapshot read, a created order and a products update each take
+effect, and a delete with its tombstone is no dead letter (agents/cdc.py,
+agents/cdc_rules.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import copy
-import json
 import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
+from tests.conftest import drop_slot, start_debezium
 from tests.support import ahttp, read_topic
 
 pytestmark = pytest.mark.integration
 
-SAMPLES = json.loads(
-    (Path(__file__).resolve().parent.parent / "data" / "debezium" / "samples.json").read_text()
-)
-ORDERS, PRODUCTS = "orders_db.public.orders", "orders_db.public.products"
-
-
-def _payload(part: Any) -> Any:
-    return part["payload"] if isinstance(part, dict) and "schema" in part else part
-
-
-def sample(name: str, shape: str, order_id: str | None = None) -> tuple[bytes, bytes | None]:
-    """A stored sample as (key, value) bytes, its order id replaced by ``order_id``."""
-    event = copy.deepcopy(SAMPLES[name][shape])
-    if order_id is not None:
-        _payload(event["key"])["id"] = order_id
-        value = _payload(event["value"])
-        for row in (value.get("before"), value.get("after")):
-            if row:
-                row["id"] = order_id
-    value_bytes = None if event["value"] is None else orjson.dumps(event["value"])
-    return orjson.dumps(event["key"]), value_bytes
+ORDERS = "orders_db.public.orders"
 
 
 async def _until(probe: Any, timeout: float) -> Any:
@@ -53,41 +33,74 @@ async def _until(probe: Any, timeout: float) -> Any:
     return None
 
 
-@pytest.mark.parametrize("shape", ["schemas_enabled", "schemas_disabled"])
-async def test_each_converter_shape_takes_effect(stack, workers, cdc, shape: str) -> None:
+async def insert(conn: asyncpg.Connection, oid: str, sku: str) -> None:
+    await conn.execute(
+        "INSERT INTO orders (id, customer_id, country, currency, total, lines) VALUES "
+        "($1, 'c-42', 'DE', 'EUR', 39.98, $2::jsonb)",
+        oid,
+        orjson.dumps([{"sku": sku, "quantity": 2, "unit_price": "19.99"}]).decode(),
+    )
+
+
+async def terminal(url: str, oid: str) -> dict[str, Any]:
+    status, body, _ = await ahttp("GET", f"{url}/orders/{oid}?wait=terminal&timeout=60", timeout=70)
+    assert status == 200, (oid, body)
+    return dict(body)
+
+
+@pytest.mark.parametrize("schemas", ["true", "false"])
+async def test_each_converter_setting_takes_effect(
+    stack, workers, tmp_path: Path, schemas: str
+) -> None:
+    tag = "on" if schemas == "true" else "off"
+    snapshot, created, deleted = f"dbz-{tag}-r", f"dbz-{tag}-c", f"dbz-{tag}-d"
+    conn = await asyncpg.connect(stack.dsn)
     worker = workers.start()
-    await workers.wait_ready(worker)
-    tag = "on" if shape == "schemas_enabled" else "off"
-    created, snapshot, deleted = f"dbz-{tag}-c", f"dbz-{tag}-r", f"dbz-{tag}-d"
-    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
-    await producer.start()
+    dbz = await start_debezium(
+        stack,
+        tmp_path / "debezium",
+        **{"key.converter.schemas.enable": schemas, "value.converter.schemas.enable": schemas},
+    )
     try:
-        key, value = sample("products_update", shape)
-        await producer.send_and_wait(PRODUCTS, key=key, value=value)
+        await insert(conn, snapshot, "SKU-0001")  # may land in the snapshot or the stream
+        await workers.wait_ready(worker)
+        body = await terminal(worker.url, snapshot)
+        assert body["status"] == "FULFILLED" and body["total"] == "39.98", body
+
+        await conn.execute("UPDATE products SET stock = 150 WHERE sku = 'SKU-0001'")
 
         async def restocked() -> Any:
             status, inv, _ = await ahttp("GET", f"{worker.url}/inventory/SKU-0001")
-            return inv if status == 200 and inv["available"] == 150 else None
+            return inv if status == 200 and inv["total"] == 150 else None
 
-        assert await _until(restocked, 30), "the products update did not set SKU-0001 to 150"
+        inv = await _until(restocked, 30)
+        assert inv is not None, "the products update did not set SKU-0001 to 150"
+        assert inv["available"] == 150 - 2
 
-        for name, oid in (("orders_create", created), ("orders_snapshot", snapshot)):
-            key, value = sample(name, shape, oid)
-            await producer.send_and_wait(ORDERS, key=key, value=value)
-        key, value = sample("orders_delete", shape, deleted)
-        await producer.send_and_wait(ORDERS, key=key, value=value)
-        await producer.send_and_wait(ORDERS, key=key, value=None)  # Debezium's tombstone
+        await insert(conn, created, "SKU-0001")
+        body = await terminal(worker.url, created)
+        assert body["status"] == "FULFILLED" and body["customer_id"] == "c-42", body
+        _, inv, _ = await ahttp("GET", f"{worker.url}/inventory/SKU-0001")
+        assert inv["available"] == 150 - 2 * 2
+
+        await insert(conn, deleted, "SKU-0002")
+        await conn.execute("DELETE FROM orders WHERE id = $1", deleted)
+        await terminal(worker.url, deleted)
+
+        async def tombstone() -> Any:
+            msgs = await read_topic(stack.bootstrap, ORDERS, idle=0.5)
+            mine = [m for m in msgs if deleted.encode() in m.key]
+            return mine if mine and mine[-1].value is None else None
+
+        msgs = await _until(tombstone, 30)
+        assert msgs is not None, "no tombstone after the delete"
+        first = orjson.loads(msgs[0].value)
+        assert ("schema" in first) is (schemas == "true")  # the converter setting took effect
+        assert ("schema" in orjson.loads(msgs[0].key)) is (schemas == "true")
     finally:
-        await producer.stop()
-
-    for oid in (created, snapshot):
-        status, body, _ = await ahttp(
-            "GET", f"{worker.url}/orders/{oid}?wait=terminal&timeout=60", timeout=70
-        )
-        assert status == 200 and body["status"] == "FULFILLED", (oid, body)
-        assert body["total"] == "39.98" and body["customer_id"] == "c-42"
-    status, inv, _ = await ahttp("GET", f"{worker.url}/inventory/SKU-0001")
-    assert inv["available"] == 150 - 2 * 2
+        await dbz.stop()
+        await drop_slot(stack.dsn, dbz.slot)
+        await conn.close()
     letters = [
         orjson.loads(m.value) for m in await read_topic(stack.bootstrap, "dead_letters", idle=1.0)
     ]
