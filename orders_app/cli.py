@@ -318,9 +318,9 @@ async def _run_stack(
 async def _start_cdc(settings: Settings, dsn: str, run_dir: Path, *, fresh_broker: bool) -> Any:
     """Real Debezium (``ORDERS_CDC=debezium``, the default with a Java runtime) or the
     built-in reader, started; a missing Java is one line, not an error, unless asked for."""
-    from orders_app.debezium import DebeziumConnect, choose_cdc, java_runtime
+    from orders_app.debezium import DebeziumConnect, choose_cdc, java_runtime, missing_part
 
-    kind, note = choose_cdc(settings.cdc, java_runtime())
+    kind, note = choose_cdc(settings.cdc, missing_part(java_runtime()))
     if note:
         click.echo(note, err=True)
     if kind == "debezium":

