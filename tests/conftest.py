@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,27 @@ import pytest_asyncio
 from tests.support import ahttp
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every random choice of a test (a kill moment, a victim, a generated mix) comes from this
+# seed: a failure is re-run with ORDERS_TEST_SEED=<the seed in the report header>.
+SEED = int(os.environ.get("ORDERS_TEST_SEED", "20261124"))
+
+
+def pytest_report_header() -> str:
+    return (
+        f"orders_app: ORDERS_TEST_SEED={SEED}, CDC {os.environ.get('ORDERS_TEST_CDC', 'debezium')}"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/tests/e2e/" in str(item.path):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    """A random generator seeded from ``ORDERS_TEST_SEED`` and the test's name."""
+    return random.Random(f"{SEED}:{request.node.nodeid}")
 
 
 @dataclass

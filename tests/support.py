@@ -1,11 +1,14 @@
-"""Helpers for the integration and e2e tests (HTTP, Kafka reads)."""
+"""Helpers for the integration and e2e tests (HTTP, Kafka reads, waiting for a condition)."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import time
 import urllib.error
 import urllib.request
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 import psutil  # type: ignore[import-untyped]  # no stubs installed
@@ -93,3 +96,29 @@ def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return out
+
+
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], T | Awaitable[T]],
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    what: str = "the condition",
+) -> T:
+    """The first truthy value of ``probe()`` (sync or async), polled every ``interval`` s;
+    AssertionError naming ``what`` and the last value after ``timeout`` s.
+
+    The one way tests wait for something to happen, instead of sleeping "long enough".
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} not reached in {timeout:g}s (last: {value!r})")
+        await asyncio.sleep(interval)

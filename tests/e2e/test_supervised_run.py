@@ -162,7 +162,7 @@ def ours(tmp: Path) -> list[psutil.Process]:
 
 
 async def test_sigkilled_worker_comes_back_and_nothing_is_lost_or_doubled(
-    tmp_path: Path,
+    tmp_path: Path, rng: random.Random
 ) -> None:
     tmp_path.chmod(0o755)  # the unprivileged Postgres user must reach the data dir
     port = two_free_ports()
@@ -185,10 +185,10 @@ async def test_sigkilled_worker_comes_back_and_nothing_is_lost_or_doubled(
         orders, expected = make_orders(N, seed=61, prefix="sv")
         feeder = asyncio.create_task(insert_paced(dsn_s, orders, RATE))
 
-        index = random.randrange(2)
+        index = rng.randrange(2)
         victim, victim_url = before[port + index], urls[index]
         victim_env = victim.environ()
-        kill_after = random.uniform(0.25, 0.75) * N / RATE
+        kill_after = rng.uniform(0.25, 0.75) * N / RATE
         print(f"SIGKILL worker-{index} (pid {victim.pid}) after {kill_after:.1f}s")
         await asyncio.sleep(kill_after)
         assert not feeder.done()

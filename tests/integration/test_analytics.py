@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from orders_app.generator import COUNTRIES as GENERATOR_COUNTRIES
 from orders_app.records import OrderCreated, OrderLine, encode
-from tests.support import ahttp
+from tests.support import ahttp, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -233,14 +233,13 @@ async def test_sse_pushes_changes_for_new_orders_and_post_waits_for_terminal(
         await asyncio.wait_for(got_one.wait(), 15)
         nz = [e for e in events if e["country"] == "NZ"]
         assert nz[-1]["orders"] == 1
-        await asyncio.wait_for(
-            _until(
-                lambda: any(
-                    e["by_status"].get("FULFILLED")
-                    for e in nz + [e for e in events if e["country"] == "NZ"]
-                )
+        await eventually(
+            lambda: any(
+                e["by_status"].get("FULFILLED")
+                for e in nz + [e for e in events if e["country"] == "NZ"]
             ),
             10,
+            0.1,
         )
         assert Decimal(events[-1]["revenue"]) == Decimal("11.99") or any(
             Decimal(e["revenue"]) == Decimal("11.99") for e in events if e["country"] == "NZ"
@@ -264,8 +263,3 @@ async def test_sse_pushes_changes_for_new_orders_and_post_waits_for_terminal(
         )
     finally:
         task.cancel()
-
-
-async def _until(cond) -> None:  # type: ignore[no-untyped-def]
-    while not cond():
-        await asyncio.sleep(0.1)

@@ -6,7 +6,6 @@ restocks through CDC."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,7 +14,7 @@ import orjson
 import pytest
 
 from orders_app.cdc import CdcReader
-from tests.support import ahttp, http, read_topic
+from tests.support import ahttp, eventually, http, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -62,16 +61,6 @@ def body(i: int) -> dict:
     }
 
 
-async def until(predicate, timeout: float = 60.0, step: float = 0.5):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(step)
-    return await predicate()
-
-
 async def test_thousand_posted_orders_reach_order_created_across_a_cdc_restart(
     stack, workers
 ) -> None:
@@ -111,7 +100,7 @@ async def test_thousand_posted_orders_reach_order_created_across_a_cdc_restart(
             msgs = await read_topic(stack.bootstrap, "order_created", idle=1.0)
             return msgs if len({m.key for m in msgs}) >= 1000 else None
 
-        created = await until(all_created, timeout=90)
+        created = await eventually(all_created, timeout=90)
         keys = Counter(m.key.decode() for m in created)
         assert set(keys) == ids  # none lost
         # The CDC reader, across its restart, publishes each row's change exactly once.
@@ -177,7 +166,7 @@ async def test_envelopes_match_debezium_insert_update_delete(stack, cdc) -> None
         ]
         return msgs if len(msgs) >= 4 else None
 
-    msgs = await until(three, timeout=20)
+    msgs = await eventually(three, timeout=20)
     assert msgs is not None
     insert, update, delete, tombstone = msgs
     ins, upd, dele = (orjson.loads(m.value) for m in (insert, update, delete))
@@ -224,7 +213,7 @@ async def test_products_update_restocks_inventory(stack, workers, cdc) -> None:
         status, inv, _ = await ahttp("GET", f"{worker.url}/inventory/SKU-0022")
         return inv if status == 200 else None
 
-    before = await until(stock, timeout=30)
+    before = await eventually(stock, timeout=30)
     assert before is not None
     conn = await asyncpg.connect(stack.dsn)
     try:
@@ -236,6 +225,6 @@ async def test_products_update_restocks_inventory(stack, workers, cdc) -> None:
         inv = await stock()
         return inv if inv and inv["available"] == before["available"] + 7 else None
 
-    after = await until(raised, timeout=30)
+    after = await eventually(raised, timeout=30)
     assert after is not None, before
     assert after["reserved"] == before["reserved"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import signal
 import time
 from collections import Counter, defaultdict
@@ -75,7 +74,9 @@ async def insert_paced(dsn: str, orders: list, rate: float) -> None:
         await conn.close()
 
 
-async def test_kill_9_mid_stream_loses_and_doubles_nothing(stack, workers, cdc, tmp_path) -> None:
+async def test_kill_9_mid_stream_loses_and_doubles_nothing(
+    stack, workers, cdc, tmp_path, rng
+) -> None:
     await add_zero_stock_sku(stack.dsn)
     data = tmp_path / "state"
     worker = workers.start(data_dir=data)
@@ -84,7 +85,7 @@ async def test_kill_9_mid_stream_loses_and_doubles_nothing(stack, workers, cdc, 
     by_id = {o.order_id: o for o in orders}
 
     feeder = asyncio.create_task(insert_paced(stack.dsn, orders, RATE))
-    kill_after = random.uniform(0.25, 0.75) * N / RATE
+    kill_after = rng.uniform(0.25, 0.75) * N / RATE
     print(f"killing the worker after {kill_after:.1f}s")
     await asyncio.sleep(kill_after)
     worker.proc.send_signal(signal.SIGKILL)

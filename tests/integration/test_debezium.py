@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -22,7 +21,8 @@ from orders_app.admin import ensure_topics, registry_topic_names
 from orders_app.cdc import CdcReader
 from orders_app.debezium import DebeziumConnect
 from orders_app.embedded import EmbeddedBroker
-from tests.support import read_topic
+from tests.conftest import drop_slot
+from tests.support import eventually, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -48,16 +48,6 @@ async def events(bootstrap: str, topic: str) -> dict[Any, list[Any]]:
     for m in await read_topic(bootstrap, topic, idle=0.7):
         by_key[m.key].append(None if m.value is None else orjson.loads(m.value))
     return by_key
-
-
-async def until(probe: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = await probe()
-        if got:
-            return got
-        await asyncio.sleep(0.3)
-    return await probe()
 
 
 async def new_broker(tmp_root: Path) -> EmbeddedBroker:
@@ -120,8 +110,8 @@ async def test_builtin_envelopes_equal_real_debeziums(stack, tmp_path: Path, tmp
             sizes = [sum(len(v) for v in g.values()) for g in got]
             return got if all(s >= count for s in sizes) else None
 
-        orders = await until(lambda: both(ORDERS, 5), timeout=30)  # r + c, u, d, tombstone
-        products = await until(lambda: both(PRODUCTS, 25), timeout=30)  # 24 r + u
+        orders = await eventually(lambda: both(ORDERS, 5), timeout=30)  # r + c, u, d, tombstone
+        products = await eventually(lambda: both(PRODUCTS, 25), timeout=30)  # 24 r + u
         assert orders is not None and products is not None
         for real, ours in (orders, products):
             assert set(real) == set(ours)
@@ -191,7 +181,7 @@ async def test_offsets_live_as_long_as_the_broker(stack, tmp_path: Path, tmp_roo
             by_key = await events(bootstrap, ORDERS)
             return by_key if op in ops_of(by_key, oid) else None
 
-        assert await until(lambda: seen(stack.bootstrap, "off-1", "c"))
+        assert await eventually(lambda: seen(stack.bootstrap, "off-1", "c"))
         await asyncio.sleep(1.5)  # one offset commit (offset.flush.interval.ms=1000)
         pid = dbz.pid
         assert pid is not None
@@ -201,8 +191,8 @@ async def test_offsets_live_as_long_as_the_broker(stack, tmp_path: Path, tmp_roo
         async def restarted() -> bool:
             return dbz.pid not in (None, pid) and dbz.ready_count() >= 2
 
-        assert await until(restarted, timeout=60), dbz.log_path.read_text()[-3000:]
-        by_key = await until(lambda: seen(stack.bootstrap, "off-2", "c"))
+        assert await eventually(restarted, timeout=60), dbz.log_path.read_text()[-3000:]
+        by_key = await eventually(lambda: seen(stack.bootstrap, "off-2", "c"))
         assert by_key, dbz.log_path.read_text()[-3000:]
         assert ops_of(by_key, "off-0") == ["r"]  # no second snapshot on the same broker
         products = await events(stack.bootstrap, PRODUCTS)
@@ -219,11 +209,13 @@ async def test_offsets_live_as_long_as_the_broker(stack, tmp_path: Path, tmp_roo
             overrides={"slot.name": slot},
         )
         await second.start()
-        by_key = await until(lambda: seen(fresh.bootstrap, "off-2", "r"))
+        by_key = await eventually(lambda: seen(fresh.bootstrap, "off-2", "r"))
         assert by_key
         for oid in ("off-0", "off-1", "off-2"):
             assert ops_of(by_key, oid) == ["r"], oid
-        products = await until(lambda: _at_least(events(fresh.bootstrap, PRODUCTS), 24), timeout=30)
+        products = await eventually(
+            lambda: _at_least(events(fresh.bootstrap, PRODUCTS), 24), timeout=30
+        )
         assert products is not None
     finally:
         await dbz.stop()
@@ -236,3 +228,40 @@ async def test_offsets_live_as_long_as_the_broker(stack, tmp_path: Path, tmp_roo
 async def _at_least(got: Any, count: int) -> Any:
     by_key = await got
     return by_key if sum(len(v) for v in by_key.values()) >= count else None
+
+
+async def test_offsets_the_server_cannot_serve_mean_a_new_snapshot(stack, tmp_path: Path) -> None:
+    """The broker kept Debezium's offsets but the slot behind them is gone (dropped, or a
+    fresh Postgres): ``snapshot.mode=when_needed`` snapshots again instead of failing."""
+    await insert_order(stack.dsn, "wn-0")
+    first = DebeziumConnect(
+        dsn=stack.dsn,
+        bootstrap=stack.bootstrap,
+        work_dir=tmp_path / "dbz",
+        overrides={"slot.name": "s_" + uuid.uuid4().hex[:10]},
+    )
+    await first.start()
+
+    async def ops(oid: str, want: list[str | None]) -> Any:
+        return ops_of(await events(stack.bootstrap, ORDERS), oid) == want
+
+    await eventually(lambda: ops("wn-0", ["r"]), what="the first snapshot")
+    await asyncio.sleep(1.5)  # its offsets committed to the broker
+    await first.stop()
+    await drop_slot(stack.dsn, first.slot)
+    second = DebeziumConnect(
+        dsn=stack.dsn,
+        bootstrap=stack.bootstrap,
+        work_dir=tmp_path / "dbz2",
+        overrides={"slot.name": "s_" + uuid.uuid4().hex[:10]},
+        report=lambda line: None,
+    )
+    try:
+        await second.start()
+        await insert_order(stack.dsn, "wn-1")
+        await eventually(lambda: ops("wn-0", ["r", "r"]), what="a second snapshot")
+        await eventually(lambda: ops("wn-1", ["c"]), what="streaming after it")
+        assert second.failure is None
+    finally:
+        await second.stop()
+        await drop_slot(stack.dsn, second.slot)

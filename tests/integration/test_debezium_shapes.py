@@ -6,8 +6,6 @@ agents/cdc_rules.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +14,11 @@ import orjson
 import pytest
 
 from tests.conftest import drop_slot, start_debezium
-from tests.support import ahttp, read_topic
+from tests.support import ahttp, eventually, read_topic
 
 pytestmark = pytest.mark.integration
 
 ORDERS = "orders_db.public.orders"
-
-
-async def _until(probe: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = await probe()
-        if got:
-            return got
-        await asyncio.sleep(0.3)
-    return None
 
 
 async def insert(conn: asyncpg.Connection, oid: str, sku: str) -> None:
@@ -73,8 +61,7 @@ async def test_each_converter_setting_takes_effect(
             status, inv, _ = await ahttp("GET", f"{worker.url}/inventory/SKU-0001")
             return inv if status == 200 and inv["total"] == 150 else None
 
-        inv = await _until(restocked, 30)
-        assert inv is not None, "the products update did not set SKU-0001 to 150"
+        inv = await eventually(restocked, 30, what="the products update setting SKU-0001 to 150")
         assert inv["available"] == 150 - 2
 
         await insert(conn, created, "SKU-0001")
@@ -92,8 +79,7 @@ async def test_each_converter_setting_takes_effect(
             mine = [m for m in msgs if deleted.encode() in m.key]
             return mine if mine and mine[-1].value is None else None
 
-        msgs = await _until(tombstone, 30)
-        assert msgs is not None, "no tombstone after the delete"
+        msgs = await eventually(tombstone, 30, what="a tombstone after the delete")
         first = orjson.loads(msgs[0].value)
         assert ("schema" in first) is (schemas == "true")  # the converter setting took effect
         assert ("schema" in orjson.loads(msgs[0].key)) is (schemas == "true")

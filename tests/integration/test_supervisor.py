@@ -9,15 +9,14 @@ import asyncio
 import os
 import signal
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]  # no stubs installed
 import pytest
 
 from orders_app.supervisor import ChildSpec, RestartPolicy, Supervisor
-from tests.support import alive
+from tests.support import alive, eventually
 
 # Fast, so a crash loop is reached in well under a second of backoff.
 FAST = RestartPolicy(backoff_initial=0.05, backoff_max=0.2, max_restarts=3, window=30.0)
@@ -54,14 +53,6 @@ def spec(tmp: Path, name: str, code: str, **env: str) -> ChildSpec:
     )
 
 
-async def until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
-
-
 def descendants() -> list[psutil.Process]:
     return list(psutil.Process().children(recursive=True))
 
@@ -91,7 +82,7 @@ async def test_a_child_that_exits_with_a_code_is_restarted_with_the_same_env(
     sup = harness.make([spec(tmp_path, "w0", EXIT_ONCE, CHILD_PORT="7001")], policy=FAST)
     await sup.start()
     first = sup.pids["w0"]
-    await until(lambda: sup.pids.get("w0", first) != first)
+    await eventually(lambda: sup.pids.get("w0", first) != first, timeout=20, interval=0.05)
     second = sup.pids["w0"]
     await asyncio.sleep(0.5)  # room for a wrong second restart to show
     assert sup.pids["w0"] == second and psutil.pid_exists(second)
@@ -100,7 +91,9 @@ async def test_a_child_that_exits_with_a_code_is_restarted_with_the_same_env(
     assert "w0 exited with code 3" in line
     assert "restarting in 0.05s" in line
     assert f"log: {tmp_path / 'w0.log'}" in line
-    await until(lambda: (tmp_path / "w0.log").read_text().count("run ") == 2)
+    await eventually(
+        lambda: (tmp_path / "w0.log").read_text().count("run ") == 2, timeout=20, interval=0.05
+    )
     runs = [ln for ln in (tmp_path / "w0.log").read_text().splitlines() if ln.startswith("run ")]
     assert runs == [f"run 7001 {tmp_path}"] * 2
     assert sup.failure is None
@@ -113,7 +106,9 @@ async def test_a_sigkilled_child_is_restarted_and_the_others_are_untouched(
     await sup.start()
     before = dict(sup.pids)
     os.kill(before["w1"], signal.SIGKILL)
-    await until(lambda: sup.pids.get("w1", before["w1"]) != before["w1"])
+    await eventually(
+        lambda: sup.pids.get("w1", before["w1"]) != before["w1"], timeout=20, interval=0.05
+    )
     assert sup.pids["w0"] == before["w0"]
     assert len(harness.lines) == 1, harness.lines
     assert "w1 killed by SIGKILL" in harness.lines[0]
@@ -122,7 +117,7 @@ async def test_a_sigkilled_child_is_restarted_and_the_others_are_untouched(
     assert "w1 killed by SIGKILL" in (tmp_path / "w1.log").read_text()
 
     os.kill(sup.pids["w1"], signal.SIGKILL)
-    await until(lambda: len(harness.lines) == 2)
+    await eventually(lambda: len(harness.lines) == 2, timeout=20, interval=0.05)
     assert "restart 2," in harness.lines[1] and "restarting in 0.1s" in harness.lines[1]
     assert sup.failure is None
 
@@ -166,7 +161,7 @@ async def test_stop_leaves_no_child_or_grandchild_alive(tmp_path: Path, harness:
     await sup.start()
     pids = set(sup.pids.values())
     # three children and the grandchild
-    await until(lambda: len(descendants()) >= 4)
+    await eventually(lambda: len(descendants()) >= 4, timeout=20, interval=0.05)
     family = [p for p in descendants() if p.pid in pids or p.ppid() in pids]
     assert len(family) == 4
     await asyncio.sleep(0.3)  # let the stubborn one install its handler
@@ -182,11 +177,13 @@ async def test_a_crashed_childs_leftovers_are_killed_before_the_restart(
     sup = harness.make([spec(tmp_path, "parent", WITH_GRANDCHILD)], policy=FAST)
     await sup.start()
     leader = sup.pids["parent"]
-    await until(lambda: any(p.ppid() == leader for p in descendants()))
+    await eventually(
+        lambda: any(p.ppid() == leader for p in descendants()), timeout=20, interval=0.05
+    )
     grandchild = next(p for p in descendants() if p.ppid() == leader)
     os.kill(leader, signal.SIGKILL)
-    await until(lambda: sup.pids.get("parent", leader) != leader)
-    await until(lambda: not alive([grandchild]), timeout=5)
+    await eventually(lambda: sup.pids.get("parent", leader) != leader, timeout=20, interval=0.05)
+    await eventually(lambda: not alive([grandchild]), timeout=5, interval=0.05)
     assert len(harness.lines) == 1
 
 
