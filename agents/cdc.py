@@ -19,9 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from agents.cdc_rules import is_tombstone, order_change, parse_json, product_change
 from orders_app.app import app
@@ -43,19 +50,33 @@ cdc_seen = json_table(
 )
 
 
+# Postgres unreachable (through the pool); any other error is not waited for.
+POSTGRES_DOWN = (TimeoutError, OSError, asyncpg.PostgresConnectionError)
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def recorded_retrying(sleep: Sleep = asyncio.sleep) -> AsyncRetrying:
+    """:func:`recorded`'s policy: seven attempts, 0.5 s doubling to 16 s between them
+    (31.5 s of waiting), then the last error itself.  A new one per call: tenacity keeps
+    the attempt's state in it."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(POSTGRES_DOWN),
+        wait=wait_exponential(multiplier=0.5, exp_base=2),
+        stop=stop_after_attempt(7),
+        reraise=True,  # the dead letter names the real error, not tenacity's RetryError
+        sleep=sleep,
+    )
+
+
 async def recorded(order_id: str) -> dict[str, Any] | None:
     """The order's recorded document; Postgres unreachable is waited for (up to ~30 s,
-    then the error dead-letters the change): running the order again instead could
-    charge it twice."""
-    for delay in (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 0.0):
-        try:
+    :func:`recorded_retrying`, then the error dead-letters the change): running the order
+    again instead could charge it twice."""
+    async for attempt in recorded_retrying():
+        with attempt:
             async with app.db.acquire() as conn:
                 return await recorded_document(conn, order_id)
-        except (TimeoutError, OSError, asyncpg.PostgresConnectionError):
-            if not delay:
-                raise
-            await asyncio.sleep(delay)
-    return None  # pragma: no cover - the loop returns or raises
+    raise AssertionError("unreachable: tenacity returns or raises")
 
 
 def observe(change: ChangeEvent) -> None:

@@ -1,6 +1,8 @@
 """Structured logging: ``ORDERS_LOG_FORMAT=json`` turns every log record into one JSON
-line with ``ts``, ``level``, ``logger``, ``message`` and, when the record carries them
-(``extra=``), ``order_id``, ``topic``, ``partition``, ``offset``."""
+line (python-json-logger, serialized with orjson) with ``ts`` (UTC, milliseconds),
+``level``, ``logger``, ``message``, ``pid``, ``exc`` (the traceback, as one string) when
+there is one, and every field the record carries through ``extra=`` (``order_id``,
+``topic``, ``partition``, ``offset``, ``agent`` ...) whose value is not None."""
 
 from __future__ import annotations
 
@@ -8,27 +10,33 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+from pythonjsonlogger.core import LogData
+from pythonjsonlogger.orjson import OrjsonFormatter
 
-CONTEXT_FIELDS = ("order_id", "topic", "partition", "offset", "agent")
 
+class JsonFormatter(OrjsonFormatter):
+    """The library's formatter with this app's field names and timestamp."""
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "pid": record.process,
-        }
-        for name in CONTEXT_FIELDS:
-            value = getattr(record, name, None)
-            if value is not None:
-                doc[name] = value
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(doc, default=str).decode()
+    def __init__(self) -> None:
+        super().__init__(
+            ["asctime", "levelname", "name", "message", "process"],
+            rename_fields={
+                "asctime": "ts",
+                "levelname": "level",
+                "name": "logger",
+                "process": "pid",
+                "exc_info": "exc",
+            },
+        )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        # ISO 8601 in UTC (``2026-01-02T03:04:05.678+00:00``), not logging's local time.
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+    def process_log_record(self, log_data: LogData) -> LogData:
+        # An ``extra=`` field that is None (a dead letter without a key) is left out, as
+        # a field that is not there: consumers of the lines test for presence.
+        return {k: v for k, v in log_data.items() if v is not None}
 
 
 def logging_config(level: str = "INFO") -> dict[str, Any]:

@@ -6,8 +6,10 @@ no Faust metadata (``include_metadata=False``) so any producer (Debezium, the lo
 generator, another language) can write them.
 
 :func:`encode` / :func:`decode` are the one codec of the app.  ``decode`` is strict: a
-missing field, a wrong type, a non-finite decimal or an unknown enum value raises
-:class:`DecodeError`, which agents turn into a ``DeadLetter``.
+missing field, a wrong type or a non-finite decimal raises :class:`DecodeError`, which
+agents turn into a ``DeadLetter``.  Fields drawn from a fixed set (a CDC ``op``, a status)
+are plain strings here; the rule that reads them refuses an unknown one
+(``agents/cdc_rules.py`` raises ``DecodeError`` for an unknown ``op``).
 """
 
 from __future__ import annotations

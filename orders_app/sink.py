@@ -27,6 +27,13 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from mode import Service
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    wait_exponential,
+)
 
 from orders_app.admin import wait_for_topics
 from orders_app.db import Database
@@ -44,13 +51,14 @@ from orders_app.sink_rules import (
 
 DeadLetters = Callable[[Source, str], Awaitable[None]]
 
-# Postgres refusing a row (a value out of range, a constraint): that row cannot be
-# written however often it is retried.  Anything else (connection lost, server
-# restarting) is retried until it works.
 DRAIN_S = 5.0
 LINGER_S = 0.2
 
+# Postgres refusing a row (a value out of range, a constraint): that row cannot be
+# written however often it is retried.  Any other Postgres error, a lost connection or a
+# timeout (a server restarting) is retried until it works.
 REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError)
+TRANSIENT = (TimeoutError, OSError, asyncpg.PostgresError)
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +109,32 @@ async def write_batch(conn: Any, batch: Batch) -> None:
             await conn.execute(UPSERT_COUNTRIES, *columns(list(batch.countries.values())))
         if batch.windows:
             await conn.execute(UPSERT_WINDOWS, *columns(list(batch.windows.values())))
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def write_retrying(
+    should_stop: Callable[[], bool], rows: int, sleep: Sleep = asyncio.sleep
+) -> AsyncRetrying:
+    """The outcome sink's write policy: a lost connection or a restarting server
+    (``TimeoutError``, ``OSError``, ``asyncpg.PostgresError``) is retried forever, 1 s
+    doubling to 30 s between attempts, until it works or the service is stopping (then
+    the last error is raised); what Postgres refuses (:data:`REFUSED`) and any other
+    error are raised at once.  A new one per call: tenacity keeps the attempt's state."""
+
+    def warn(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.warning("outcome sink: writing %d rows failed (%s); retry", rows, error)
+
+    return AsyncRetrying(
+        retry=retry_if_exception_type(TRANSIENT) & retry_if_not_exception_type(REFUSED),
+        wait=wait_exponential(multiplier=1, exp_base=2, min=1, max=30),
+        stop=lambda _state: should_stop(),
+        before_sleep=warn,
+        reraise=True,
+        sleep=sleep,
+    )
 
 
 class OutcomeSink(Service):
@@ -217,23 +251,15 @@ class OutcomeSink(Service):
                     await self.dead_letters(source, f"outcome sink: Postgres refused it: {err}")
 
     async def _retrying(self, batch: Batch) -> None:
-        delay = 1.0
-        while True:
-            started = time.monotonic()
-            try:
+        """Write ``batch`` (:func:`write_retrying`), then count it."""
+        started = time.monotonic()
+        async for attempt in write_retrying(lambda: self.should_stop, batch.rows):
+            with attempt:
+                started = time.monotonic()
                 async with self.db.acquire() as conn:
                     await write_batch(conn, batch)
-            except REFUSED:
-                raise
-            except (TimeoutError, OSError, asyncpg.PostgresError) as err:
-                if self.should_stop:
-                    raise
-                log.warning("outcome sink: writing %d rows failed (%s); retry", batch.rows, err)
-                await asyncio.sleep(delay)
-                delay = min(30.0, delay * 2)
-                continue
-            self.metrics.sink_rows.labels("order_status_view").inc(len(batch.orders))
-            self.metrics.sink_rows.labels("country_stats_view").inc(len(batch.countries))
-            self.metrics.sink_rows.labels("country_window_view").inc(len(batch.windows))
-            self.metrics.sink_batch_seconds.observe(time.monotonic() - started)
-            return
+        self.metrics.sink_rows.labels("order_status_view").inc(len(batch.orders))
+        self.metrics.sink_rows.labels("country_stats_view").inc(len(batch.countries))
+        self.metrics.sink_rows.labels("country_window_view").inc(len(batch.windows))
+        # The successful attempt only: the histogram is what a write costs, not an outage.
+        self.metrics.sink_batch_seconds.observe(time.monotonic() - started)

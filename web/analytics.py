@@ -8,26 +8,33 @@
   (from the worker's :class:`orders_app.feed.Feed`).  ``?coalesce=<ms>`` sends at most one
   batch per interval (each changed country's latest totals, the newest dead letters);
   ``&pipeline=1`` adds the dashboard's ``pipeline_history`` (first) and ``pipeline``
-  (every second) events, see :mod:`web.dashboard`.
+  (every second) events, see :mod:`web.dashboard`.  Every stream is aiohttp-sse's
+  (:func:`web.dashboard.event_stream`): a ``: ping`` comment every 15 s on a quiet one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import ClientTimeout
 from aiohttp import web as aioweb
+from aiohttp_sse import EventSourceResponse
 from faust.web import Request, Response, View
 
 from agents.analytics_rules import merge_totals, totals_view, windows_view
 from agents.reconcile import country_view, pending
 from orders_app.app import app
 from tables.country_stats import country_stats
-from web.dashboard import COALESCE_DEFAULT_MS, coalesce_seconds, live_stream
+from web.dashboard import (
+    COALESCE_DEFAULT_MS,
+    coalesce_seconds,
+    event_stream,
+    live_stream,
+    send_event,
+)
 from web.routing import routed
 
 FANOUT_TIMEOUT_S = 5.0
@@ -90,26 +97,19 @@ class Country(View):
 @app.page("/analytics/stream")
 class Stream(View):
     async def get(self, request: Request) -> Any:
-        resp = aioweb.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-            }
-        )
-        await resp.prepare(request)  # type: ignore[arg-type]
-        await resp.write(b": connected\n\n")
         interval = coalesce_seconds(request.query.get("coalesce"))
         pipeline = request.query.get("pipeline", "") not in ("", "0", "false")
-        with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
+
+        async def pump(resp: EventSourceResponse) -> None:
             if interval is None and not pipeline:
                 async for kind, data in app.feed.subscribe():
-                    await resp.write(
-                        f"event: {kind}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
-                    )
+                    await send_event(resp, kind, data)
             else:
                 await live_stream(resp.write, interval or COALESCE_DEFAULT_MS / 1000, pipeline)
-        return resp
+
+        # Faust's aiohttp driver hands views aiohttp's own request (faust.web.Request is
+        # only the abstract type), which is what aiohttp-sse prepares the response on.
+        return await event_stream(cast(aioweb.Request, request), pump)
 
 
 @app.page("/dead-letters")

@@ -15,6 +15,10 @@
 - :func:`live_stream`: the coalesced ``/analytics/stream`` (``?coalesce=<ms>``, optionally
   ``&pipeline=1``): the latest totals of each changed country, the newest dead letters and
   the pipeline samples, written at most once per interval however fast orders flow.
+- :func:`event_stream`: the server-sent-events response under every stream (aiohttp-sse):
+  a ``: connected`` comment first, a ``: ping`` comment every ``PING_INTERVAL_S`` so
+  proxies keep an idle stream open, and a client that went away is noticed by the next
+  ping (its subscriptions end) instead of at the next event, which may never come.
 
 The rules (quantiles from histogram buckets, bucket deltas, throughput buckets, lag per
 agent) are plain functions and small classes, tested without a broker.
@@ -34,6 +38,8 @@ from typing import Any
 
 import orjson
 from aiohttp import ClientTimeout
+from aiohttp import web as aioweb
+from aiohttp_sse import EventSourceResponse, sse_response
 from faust.web import Request, Response, View
 
 from orders_app.app import app
@@ -53,6 +59,10 @@ COALESCE_DEFAULT_MS = 250
 COALESCE_RANGE_MS = (50, 5000)
 LETTERS_PER_FLUSH = 20
 SUBSCRIBER_QUEUE = 16
+# Idle connections are cut by proxies and load balancers after 30-60 s (nginx's
+# proxy_read_timeout is 60 s); a comment every 15 s keeps a quiet stream open.  Read at
+# each request, so a test can shorten it.
+PING_INTERVAL_S = 15.0
 TERMINAL = tuple(sorted(TERMINAL_STATUSES))
 
 Buckets = list[tuple[float, float]]  # cumulative (upper bound, count), +Inf last
@@ -278,6 +288,8 @@ def coalesce_seconds(raw: str | None) -> float | None:
 
 
 def sse(kind: str, data: Any) -> bytes:
+    """One event as :meth:`EventSourceResponse.send` frames it (``sep="\\n"``), for
+    writing a batch of events in one write."""
     return f"event: {kind}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
 
 
@@ -523,6 +535,37 @@ async def live_stream(
     finally:
         for source in sources:
             source.cancel()
+
+
+Pump = Callable[[EventSourceResponse], Awaitable[None]]
+
+
+async def send_event(resp: EventSourceResponse, kind: str, data: Any) -> None:
+    """One event; orjson never writes a raw line break, so ``data`` is a single line."""
+    await resp.send(orjson.dumps(data).decode(), event=kind)
+
+
+async def event_stream(request: aioweb.Request, pump: Pump) -> EventSourceResponse:
+    """Serve what ``pump`` sends as server-sent events until it returns, or the client
+    goes away (a write or a ping fails: ``pump`` is cancelled).  An error of ``pump``
+    other than a lost connection is raised."""
+    # "\n" between lines, not the library's "\r\n": the bytes stay what they were
+    # before aiohttp-sse, and what the batched writes (:func:`sse`) produce.
+    async with sse_response(request, sep="\n", ping_interval=PING_INTERVAL_S) as resp:
+        await resp.write(b": connected\n\n")
+        pumping = asyncio.ensure_future(pump(resp))
+        # resp.wait() returns when the ping task ends: a ping could not be written.
+        gone = asyncio.ensure_future(resp.wait())
+        try:
+            await asyncio.wait((pumping, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            pumping.cancel()
+            gone.cancel()
+            await asyncio.gather(pumping, gone, return_exceptions=True)
+        error = None if pumping.cancelled() else pumping.exception()
+        if error is not None and not isinstance(error, ConnectionResetError):
+            raise error
+    return resp
 
 
 # -- views ------------------------------------------------------------------------------------

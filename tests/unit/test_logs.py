@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+from decimal import Decimal
 
 import orjson
 
@@ -40,3 +41,26 @@ def test_exceptions_are_kept_in_one_line() -> None:
     line = JsonFormatter().format(record)
     assert "\n" not in line
     assert "ValueError: boom" in orjson.loads(line)["exc"]
+
+
+def test_fixed_fields_and_timestamp_in_utc_milliseconds() -> None:
+    record = logging.LogRecord("orders.x", logging.INFO, __file__, 1, "n=%d", (5,), None)
+    record.created = 1_700_000_000.1234
+    doc = orjson.loads(JsonFormatter().format(record))
+    assert doc == {
+        "ts": "2023-11-14T22:13:20.123+00:00",
+        "level": "INFO",
+        "logger": "orders.x",
+        "message": "n=5",
+        "pid": record.process,
+    }
+
+
+def test_extra_fields_kept_none_left_out_and_odd_values_as_text() -> None:
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "dead letter", None, None)
+    record.__dict__.update(
+        {"order_id": None, "topic": "order_created", "offset": 7, "amount": Decimal("1.10")}
+    )
+    doc = orjson.loads(JsonFormatter().format(record))
+    assert "order_id" not in doc
+    assert (doc["topic"], doc["offset"], doc["amount"]) == ("order_created", 7, "1.10")

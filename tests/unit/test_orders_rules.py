@@ -7,6 +7,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import pycountry
 import pytest
 from pydantic import ValidationError
 
@@ -81,7 +82,7 @@ def test_missing_field_is_named(field: str) -> None:
     assert errors[0]["message"] == "Field required"
 
 
-@pytest.mark.parametrize("country", ["XX", "de", "DEU", "", "D"])
+@pytest.mark.parametrize("country", ["XX", "de", "De", "DEU", "", "D", "AN"])
 def test_bad_country_is_named(country: str) -> None:
     errors = errors_for(body(country=country))
     assert fields(errors) == ["country"]
@@ -89,7 +90,7 @@ def test_bad_country_is_named(country: str) -> None:
     assert not errors[0]["message"].startswith("Value error")
 
 
-@pytest.mark.parametrize("currency", ["ABC", "eur", "EURO", "€"])
+@pytest.mark.parametrize("currency", ["ABC", "eur", "EURO", "€", "ZWL"])
 def test_unknown_currency_is_named(currency: str) -> None:
     errors = errors_for(body(currency=currency))
     assert fields(errors) == ["currency"]
@@ -104,6 +105,65 @@ def test_common_countries_accepted(country: str) -> None:
 @pytest.mark.parametrize("currency", ["EUR", "USD", "GBP", "JPY", "CHF"])
 def test_common_currencies_accepted(currency: str) -> None:
     assert OrderIn.model_validate(body(currency=currency)).currency == currency
+
+
+# The code lists are pycountry's (through pydantic-extra-types), not a hand-kept copy: what
+# ISO withdraws is refused and what it adds is accepted once pycountry has it.
+
+
+def test_zimbabwe_gold_accepted_and_the_withdrawn_zimbabwe_dollar_refused() -> None:
+    # ZWG replaced ZWL in 2024; the hand-kept list had it the other way round.
+    assert pycountry.currencies.get(alpha_3="ZWG") is not None
+    assert pycountry.currencies.get(alpha_3="ZWL") is None
+    assert OrderIn.model_validate(body(country="ZW", currency="ZWG")).currency == "ZWG"
+    errors = errors_for(body(country="ZW", currency="ZWL"))
+    assert fields(errors) == ["currency"] and "ISO 4217" in errors[0]["message"]
+
+
+def test_every_current_currency_is_accepted() -> None:
+    codes = {c.alpha_3 for c in pycountry.currencies} - {"XAU", "XAG", "XPD", "XPT", "XTS", "XXX"}
+    codes -= {"XBA", "XBB", "XBC", "XBD", "XDR"}  # bond units and the SDR: no order's price
+    refused = [c for c in sorted(codes) if _refused(currency=c)]
+    assert refused == []
+
+
+@pytest.mark.parametrize("currency", ["XAU", "XTS", "XXX"])
+def test_metal_testing_and_no_currency_codes_are_refused(currency: str) -> None:
+    assert fields(errors_for(body(currency=currency))) == ["currency"]
+
+
+def test_every_current_country_is_accepted() -> None:
+    refused = [c.alpha_2 for c in pycountry.countries if _refused(country=c.alpha_2)]
+    assert refused == []
+
+
+def test_withdrawn_countries_are_refused() -> None:
+    current = {c.alpha_2 for c in pycountry.countries}
+    withdrawn = sorted({c.alpha_2 for c in pycountry.historic_countries} - current)
+    assert "AN" in withdrawn  # the Netherlands Antilles, dissolved in 2010
+    assert [c for c in withdrawn if not _refused(country=c)] == []
+
+
+def test_code_schema_lists_exactly_the_accepted_codes() -> None:
+    props = OrderIn.model_json_schema()["properties"]
+    assert props["country"]["enum"] == sorted(c.alpha_2 for c in pycountry.countries)
+    assert "ZWG" in props["currency"]["enum"] and "ZWL" not in props["currency"]["enum"]
+
+
+def _refused(**field: str) -> bool:
+    try:
+        OrderIn.model_validate(body(**field))
+    except ValidationError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("country", [5, None])
+def test_non_string_code_says_so(country: Any) -> None:
+    errors = errors_for(body(country=country))
+    assert (
+        fields(errors) == ["country"] and errors[0]["message"] == "Input should be a valid string"
+    )
 
 
 @pytest.mark.parametrize("qty", [0, -1])
