@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -28,6 +29,8 @@ from web.routing import routed
 
 MAX_WAIT_S = 60.0
 STATUSES = ("CREATED", "VALIDATED", "PAID", *sorted(TERMINAL_STATUSES))
+# ``orders.total`` is numeric(14, 2): a larger total would fail the INSERT (a 500).
+MAX_TOTAL = Decimal("1e12")
 
 
 def authorized(request: Request) -> bool:
@@ -37,6 +40,27 @@ def authorized(request: Request) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+
+
+def unstorable(order: OrderIn) -> list[dict[str, str]]:
+    """What the model admits but Postgres cannot store: a NUL character in a text value,
+    a total beyond the column's range."""
+    errors = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, str) and "\x00" in value:
+            errors.append({"field": path, "message": "must not contain NUL characters"})
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{path}.{i}")
+
+    walk(order.model_dump(mode="json"), "")
+    if order.total >= MAX_TOTAL:
+        errors.append({"field": "lines", "message": f"order total must be below {MAX_TOTAL:f}"})
+    return errors
 
 
 def order_body(row: dict[str, Any], status: str = "CREATED") -> dict[str, Any]:
@@ -81,6 +105,9 @@ class Orders(View):
             order = OrderIn.model_validate(data)
         except ValidationError as err:
             return self.json({"error": "invalid order", "errors": field_errors(err)}, status=422)
+        errors = unstorable(order)
+        if errors:
+            return self.json({"error": "invalid order", "errors": errors}, status=422)
         key = request.headers.get("Idempotency-Key")
         if key is not None and not (0 < len(key) <= 255):
             return self.json(
