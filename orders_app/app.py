@@ -163,6 +163,9 @@ def apply_settings(conf: Any, settings: Settings) -> None:
     conf.consumer_auto_offset_reset = "earliest"
     conf.table_standby_replicas = 0
     conf.web_enabled = True
+    # Faust's /table/{name}/{key}/ would serve raw table documents (customer ids) with no
+    # auth, and /router/ answers 500 for an unknown table: the API is web/, documented.
+    conf.web_tables_enabled = False
     conf.producer_acks = -1
     # Off unless asked: Faust's repaired fast paths (one decode per message for every
     # channel, the stream taking what is queued without a loop turn), see README.

@@ -209,7 +209,7 @@ async def test_schemathesis_finds_nothing_against_a_live_worker(
     assert not failures, "\n".join(failures)
     documented = {f"{m.upper()} {p}" for p, item in doc["paths"].items() for m in item}
     assert {label.rsplit(" (", 1)[0] for label in seen} == documented - SKIP
-    assert sum(sum(c.values()) for c in seen.values()) >= 250, seen
+    assert sum(sum(c.values()) for c in seen.values()) >= 200, seen
     # the generated traffic reached the interesting answers, not only the errors
     assert seen["POST /orders (positive)"][201] > 0, seen
     assert seen["POST /orders (negative)"][422] > 0, seen
