@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from orders_app.country_totals import WINDOW_S
 from orders_app.records import OrderStatus, StatusChanged
 
-WINDOW_S = 60
 WINDOW_RETENTION_S = 3600
-CENTS = Decimal("0.01")
 
 
 def empty_stats(country: str) -> dict[str, Any]:
@@ -135,47 +134,6 @@ def prune_windows(stats: dict[str, Any]) -> None:
     stats["windows"] = {
         k: v for k, v in stats["windows"].items() if int(k) > newest - WINDOW_RETENTION_S
     }
-
-
-def average_order_value(stats: dict[str, Any]) -> Decimal:
-    fulfilled = int(stats["by_status"].get(OrderStatus.FULFILLED, 0))
-    if not fulfilled:
-        return Decimal("0.00")
-    revenue = Decimal(stats["revenue"])
-    return (revenue / fulfilled).quantize(CENTS)
-
-
-def totals_view(stats: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "orders": stats["orders"],
-        "revenue": str(Decimal(stats["revenue"]).quantize(CENTS)),
-        "by_status": dict(stats["by_status"]),
-        "average_order_value": str(average_order_value(stats)),
-    }
-
-
-def windows_view(stats: dict[str, Any], now: float, last: int = 60) -> list[dict[str, Any]]:
-    out = []
-    for start in sorted((int(k) for k in stats["windows"]), reverse=True)[:last]:
-        w = stats["windows"][str(start)]
-        out.append(
-            {
-                "start": start,
-                "end": start + WINDOW_S,
-                "orders": w["orders"],
-                "revenue": str(Decimal(w["revenue"]).quantize(CENTS)),
-                "closed": start + WINDOW_S <= now,
-            }
-        )
-    return out
-
-
-def merge_totals(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Merge ``{"countries": {...}}`` answers from several workers (disjoint countries)."""
-    out: dict[str, Any] = {}
-    for part in parts:
-        out.update(part.get("countries", {}))
-    return dict(sorted(out.items()))
 
 
 def stats_from_ledger(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

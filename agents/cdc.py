@@ -42,13 +42,7 @@ from orders_app.topics import (
     PRODUCTS_CDC,
     STOCK_COMMANDS,
 )
-from tables import json_table
-
-cdc_seen = json_table(
-    "cdc_seen",
-    help="order id -> LSN of the change already turned into order_created",
-)
-
+from tables.cdc_seen import cdc_seen
 
 # Postgres unreachable (through the pool); any other error is not waited for.
 POSTGRES_DOWN = (TimeoutError, OSError, asyncpg.PostgresConnectionError)

@@ -10,25 +10,50 @@ level (absolute, so replays are idempotent).  Column formats are Debezium's with
 Both JSON converter shapes are read, keys and values alike: ``schemas.enable=false``
 (the bare envelope / key object) and Kafka Connect's default ``schemas.enable=true``
 (``{"schema": {...}, "payload": <the same object>}``); :func:`unwrap` takes the payload.
+
+Checks are pydantic strict validation, as in ``orders_app.records``: the envelope is the
+``ChangeEvent`` schema (:func:`orders_app.records.from_dict`), an ``orders`` row is
+``_OrdersRow`` (money a decimal string or integer, never a float or non-finite; ``lines``
+a non-empty list of the ``OrderLine`` schema, also as a ``jsonb`` string; ``created_at``
+a timestamp; ``payment_method`` a string or null), a ``products`` row ``_ProductsRow``.
+A bad event raises ``DecodeError`` naming the field path (``lines[0].quantity: expected
+an integer``); the cdc agent dead-letters it.  The rules pydantic does not express (a
+known ``op``, ``after`` present for c/r/u, the key naming the row) are checked here.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Annotated, Any, NotRequired
 
 import orjson
+from annotated_types import MinLen
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    PlainValidator,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    with_config,
+)
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
 
-from orders_app.records import ChangeEvent, DecodeError, OrderCreated, OrderLine, from_dict
+from orders_app.records import (
+    ChangeEvent,
+    DecodeError,
+    Money,
+    OrderCreated,
+    OrderLine,
+    from_dict,
+    schema,
+)
 
 CREATE_OPS = {"c", "r"}
 
 
-def parse_time(value: Any) -> float:
-    """Debezium renders timestamptz as ISO-8601 (``ZonedTimestamp``); epoch numbers are
-    micro/milliseconds depending on magnitude."""
+def _epoch(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         if value > 1e14:
             return float(value) / 1e6
@@ -40,60 +65,78 @@ def parse_time(value: Any) -> float:
             return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
         except ValueError:
             pass
-    raise DecodeError(f"created_at: not a timestamp: {value!r}")
+    return None
 
 
-def _decimal(value: Any, field: str) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise DecodeError(f"{field}: expected a decimal string")
-    try:
-        out = Decimal(str(value))
-    except InvalidOperation:
-        raise DecodeError(f"{field}: expected a decimal string") from None
-    if not out.is_finite():
-        raise DecodeError(f"{field}: expected a finite decimal")
+def parse_time(value: Any) -> float:
+    """Debezium renders timestamptz as ISO-8601 (``ZonedTimestamp``); epoch numbers are
+    micro/milliseconds depending on magnitude."""
+    out = _epoch(value)
+    if out is None:
+        raise DecodeError(f"created_at: not a timestamp: {value!r}")
     return out
+
+
+def _timestamp(value: Any) -> float:
+    out = _epoch(value)
+    if out is None:
+        raise PydanticCustomError("timestamp", "not a timestamp: {value}", {"value": repr(value)})
+    return out
+
+
+def _jsonb(value: Any) -> Any:
+    """A ``jsonb`` column as Debezium renders it (a JSON string) -> its value."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as err:
+        raise PydanticCustomError("json_invalid", "{error}", {"error": str(err)}) from err
+
+
+_Text = Annotated[str, StringConstraints(strip_whitespace=True)]  # char(n) columns are padded
+
+
+@with_config(ConfigDict(strict=True, allow_inf_nan=False))
+class _OrdersRow(TypedDict):
+    """The columns of an ``orders`` row the pipeline reads (others are ignored)."""
+
+    id: str
+    customer_id: str
+    country: _Text
+    currency: _Text
+    total: Money
+    # the records' own OrderLine schema: each line is built as an OrderLine
+    lines: Annotated[list[schema(OrderLine)], BeforeValidator(_jsonb), MinLen(1)]  # type: ignore[valid-type]
+    payment_method: NotRequired[str | None]
+    created_at: Annotated[float, PlainValidator(_timestamp)]
+
+
+@with_config(ConfigDict(strict=True))
+class _ProductsRow(TypedDict):
+    sku: str
+    stock: int
+
+
+_ORDERS_ROW = TypeAdapter(_OrdersRow)
+_PRODUCTS_ROW = TypeAdapter(_ProductsRow)
 
 
 def order_from_row(row: dict[str, Any]) -> OrderCreated:
     """The ``after`` image of an ``orders`` row -> OrderCreated (DecodeError if invalid)."""
-    lines_raw = row.get("lines")
-    if isinstance(lines_raw, str):
-        try:
-            lines_raw = json.loads(lines_raw)
-        except ValueError as err:
-            raise DecodeError(f"lines: invalid JSON: {err}") from err
-    if not isinstance(lines_raw, list) or not lines_raw:
-        raise DecodeError("lines: expected a non-empty list")
-    lines = []
-    for i, ln in enumerate(lines_raw):
-        if not isinstance(ln, dict):
-            raise DecodeError(f"lines[{i}]: expected an object")
-        qty = ln.get("quantity")
-        if isinstance(qty, bool) or not isinstance(qty, int):
-            raise DecodeError(f"lines[{i}].quantity: expected an integer")
-        sku = ln.get("sku")
-        if not isinstance(sku, str):
-            raise DecodeError(f"lines[{i}].sku: expected a string")
-        lines.append(
-            OrderLine(
-                sku=sku,
-                quantity=qty,
-                unit_price=_decimal(ln.get("unit_price"), f"lines[{i}].unit_price"),
-            )
-        )
-    for field in ("id", "customer_id", "country", "currency"):
-        if not isinstance(row.get(field), str):
-            raise DecodeError(f"{field}: expected a string")
+    try:
+        data = _ORDERS_ROW.validate_python(row, strict=True)
+    except ValidationError as err:
+        raise DecodeError.of(err, "orders row") from err
     return OrderCreated(
-        order_id=row["id"],
-        customer_id=row["customer_id"],
-        country=row["country"].strip(),
-        currency=row["currency"].strip(),
-        total=_decimal(row.get("total"), "total"),
-        lines=lines,
-        payment_method=str(row.get("payment_method") or "tok_visa"),
-        created_at=parse_time(row.get("created_at")),
+        order_id=data["id"],
+        customer_id=data["customer_id"],
+        country=data["country"],
+        currency=data["currency"],
+        total=data["total"],
+        lines=data["lines"],
+        payment_method=data.get("payment_method") or "tok_visa",
+        created_at=data["created_at"],
     )
 
 
@@ -130,12 +173,12 @@ def envelope(data: Any) -> ChangeEvent:
 
 
 def product_level(row: dict[str, Any]) -> tuple[str, int]:
-    sku, level = row.get("sku"), row.get("stock")
-    if not isinstance(sku, str):
-        raise DecodeError("sku: expected a string")
-    if isinstance(level, bool) or not isinstance(level, int):
-        raise DecodeError("stock: expected an integer")
-    return sku, level
+    """The ``after`` image of a ``products`` row -> (sku, catalogue stock level)."""
+    try:
+        data = _PRODUCTS_ROW.validate_python(row, strict=True)
+    except ValidationError as err:
+        raise DecodeError.of(err, "products row") from err
+    return data["sku"], data["stock"]
 
 
 def parse_json(raw: bytes | None) -> Any:

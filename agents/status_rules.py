@@ -169,18 +169,3 @@ def _change(doc: dict[str, Any], status: str, previous: str | None, at: float) -
         created_at=doc["created_at"],
         at=at,
     )
-
-
-def view(doc: dict[str, Any]) -> dict[str, Any]:
-    """The ``GET /orders/{id}`` body."""
-    return {
-        "order_id": doc["order_id"],
-        "status": doc["status"],
-        "customer_id": doc["customer_id"],
-        "country": doc["country"],
-        "currency": doc["currency"],
-        "total": doc["total"],
-        "lines": doc["lines"],
-        "history": doc["history"],
-        "reasons": doc["reasons"],
-    }

@@ -42,7 +42,7 @@ database for each measurement, in one run so the figures are comparable:
    (seed, repartition/command, changelog and Faust's own topics) during the run /
    orders, from *true* end offsets before and after (Tansu's ListOffsets reports the
    first offset of the last batch + 1, so each partition's end is verified by fetching
-   its last batch, ``orders_app.offsets.true_end_offsets``); the orders' own
+   its last batch, ``orders_app.broker_compat.offsets.true_end_offsets``); the orders' own
    ``order_created`` records are included, the CDC hop (``orders_db.public.orders`` and
    the ``cdc-orders`` agent) is not in this scenario (orders are produced straight to
    ``order_created``);
@@ -57,7 +57,7 @@ database for each measurement, in one run so the figures are comparable:
    writes (per topic, with the worker's own send counts and table writes) and the
    deliveries (per stream, with the agents reading it) go.
 
-8. the CDC hop (issue 14), for each reader - real Debezium (``orders_app/debezium.py``,
+8. the CDC hop (issue 14), for each reader - real Debezium (``orders_app/cdc/debezium.py``,
    the default) and the built-in pgoutput reader: ``CDC_N`` orders inserted into Postgres
    at ``CDC_RATE`` orders/s, one transaction each; per order, the Kafka record's timestamp
    (set when the reader's producer sends it) minus the commit time Debezium's envelope
@@ -100,12 +100,12 @@ import psutil  # type: ignore[import-untyped]  # no stubs in the venv
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench import pipeline_costs as costs
-from orders_app import pgoutput
 from orders_app.admin import ensure_topics, registry_topic_names
-from orders_app.cdc import TOPIC_PREFIX, CdcReader
+from orders_app.cdc import pgoutput
+from orders_app.cdc.builtin import TOPIC_PREFIX, CdcReader
+from orders_app.cdc.debezium import DebeziumConnect
 from orders_app.db import migrate, seed_catalogue
-from orders_app.debezium import DebeziumConnect
-from orders_app.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from orders_app.embedded.servers import EmbeddedBroker, EmbeddedPostgres, free_port
 from orders_app.records import OrderCreated, OrderLine, encode
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
@@ -151,7 +151,7 @@ def order(i: int, prefix: str) -> OrderCreated:
 
 def envelope(i: int, prefix: str) -> tuple[bytes, bytes]:
     """``order(i, prefix)`` as the CDC would publish its row's insert: key ``{"id"}``,
-    Debezium envelope (column formats of ``orders_app.pgoutput``), schemas disabled."""
+    Debezium envelope (column formats of ``orders_app.cdc.pgoutput``), schemas disabled."""
     o = order(i, prefix)
     ts_us = int(o.created_at * 1_000_000)
     lines = [

@@ -7,7 +7,8 @@
   embedded broker (Tansu) answers ListOffsets with the first offset of the partition's
   last record batch + 1 (too low when that batch holds several records), so the reported
   ends are corrected by fetching each partition's last batch with
-  :func:`orders_app.offsets.true_end_offsets`, the check the workers' table recovery uses
+  :func:`orders_app.broker_compat.offsets.true_end_offsets`, the check the workers' table
+  recovery uses
   (the fetch reads the records themselves: the end is the offset after the last record).
   With ``at_least_once`` (no transactions, no control records) an offset is a record.
 - ``agent_deliveries_per_order``: events delivered to agents' streams, from Faust's
@@ -45,7 +46,7 @@ from aiokafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.agent_streams import stream_label
-from orders_app.offsets import true_end_offsets
+from orders_app.broker_compat.offsets import true_end_offsets
 
 QUIET_S = 2.0
 BROKER_INTERNAL = "__"

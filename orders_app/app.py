@@ -18,15 +18,16 @@ import faust
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from mode import ServiceT
 
-from orders_app import skip_guard
+from orders_app.broker_compat import wanted
+from orders_app.broker_compat.fetch import use_fetch_wait
+from orders_app.broker_compat.group import leave_group_on_stop
+from orders_app.broker_compat.offsets import correct_highwaters
 from orders_app.db import Database
+from orders_app.faust_patches import skip_guard
+from orders_app.faust_patches.gaps import watch_gaps
 from orders_app.feed import Feed
-from orders_app.fetch import use_fetch_wait
-from orders_app.gaps import watch_gaps
-from orders_app.group import leave_group_on_stop
 from orders_app.logs import logging_config
 from orders_app.metrics import BusinessMetrics
-from orders_app.offsets import correct_highwaters
 from orders_app.records import DeadLetter, encode
 from orders_app.settings import Settings, load_settings_or_exit
 from orders_app.sink import OutcomeSink
@@ -113,11 +114,13 @@ class OrdersApp(faust.App):
 
     def _new_consumer(self) -> Any:
         consumer = super()._new_consumer()
-        # Table recovery must not trust the embedded broker's ListOffsets (see offsets.py).
-        correct_highwaters(consumer, self.settings.kafka_bootstrap)
-        # Generation-0 groups (Tansu) get no LeaveGroup from aiokafka (see group.py).
-        leave_group_on_stop(consumer)
-        # Tansu answers a waiting fetch only when the wait is over (see fetch.py).
+        if wanted(self.settings.broker_compat, None):
+            # Table recovery must not trust the embedded broker's ListOffsets (offsets.py).
+            correct_highwaters(consumer, self.settings.kafka_bootstrap)
+            # Generation-0 groups (Tansu) get no LeaveGroup from aiokafka (group.py).
+            leave_group_on_stop(consumer)
+        # ORDERS_FETCH_WAIT_MS on any broker (Faust has no setting for it); Tansu answers a
+        # waiting fetch only when the wait is over, so it matters most there (fetch.py).
         use_fetch_wait(consumer, self.settings.fetch_wait_ms)
         # Nothing is skipped silently: offset jumps over fetched records are counted (gaps.py),
         # and the Faust defects that skipped ranges after an assignment are guarded

@@ -2,7 +2,7 @@
 
 - ``run``: embedded broker + Postgres (migrated, demo catalogue) + CDC + N workers + load
   generator; prints the URLs; a worker that exits is restarted with backoff and a crash
-  loop stops the stack with exit 1 (:mod:`orders_app.supervisor`); Ctrl-C / SIGTERM stops
+  loop stops the stack with exit 1 (:mod:`orders_app.embedded.supervisor`); Ctrl-C / SIGTERM stops
   every process it started.
 - ``worker``: a plain Faust worker against the configured broker (same as
   ``faust -A orders_app.app worker``), after a pre-flight check of broker and Postgres.
@@ -29,8 +29,8 @@ from typing import Any
 
 import click
 
+from orders_app.embedded.supervisor import ChildSpec, Supervisor
 from orders_app.settings import Settings, load_settings_or_exit
-from orders_app.supervisor import ChildSpec, Supervisor
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -55,6 +55,13 @@ def worker(ctx: click.Context, skip_checks: bool) -> None:
         problems = asyncio.run(preflight(settings))
         if problems:
             _fail(problems[0])
+        if settings.broker_compat == "auto":
+            from orders_app.broker_compat import wanted
+            from orders_app.preflight import broker_cluster_id
+
+            cluster = asyncio.run(broker_cluster_id(settings))
+            on = wanted("auto", cluster)
+            settings = settings.model_copy(update={"broker_compat": "on" if on else "off"})
     from orders_app.app import app
 
     app.use_settings(settings)
@@ -82,7 +89,7 @@ def worker(ctx: click.Context, skip_checks: bool) -> None:
 def generate(rate: float | None, count: int | None, direct: bool, seed: int | None) -> None:
     """Generate orders."""
     settings = load_settings_or_exit()
-    from orders_app import generator
+    from orders_app.embedded import generator
 
     per_s = settings.generator_rate if rate is None else rate
     try:
@@ -202,8 +209,8 @@ async def _run_stack(
     data: Path, *, workers: int, generate: bool, cdc: bool, rate: float, web_port: int | None
 ) -> None:
     from orders_app.admin import ensure_topics, registry_topic_names
-    from orders_app.debezium import DebeziumError
-    from orders_app.embedded import EmbeddedBroker, EmbeddedPostgres, StackError
+    from orders_app.cdc.debezium import DebeziumError
+    from orders_app.embedded.servers import EmbeddedBroker, EmbeddedPostgres, StackError
 
     data = data.absolute()
     data.mkdir(parents=True, exist_ok=True)
@@ -283,7 +290,7 @@ async def _run_stack(
             for url in urls:
                 click.echo(f"web:      {url}")
             if generate and workers:
-                from orders_app.generator import generate_direct, generate_postgres
+                from orders_app.embedded.generator import generate_direct, generate_postgres
 
                 gen = (
                     generate_postgres(dsn, rate, None)
@@ -318,7 +325,7 @@ async def _run_stack(
 async def _start_cdc(settings: Settings, dsn: str, run_dir: Path, *, fresh_broker: bool) -> Any:
     """Real Debezium (``ORDERS_CDC=debezium``, the default with a Java runtime) or the
     built-in reader, started; a missing Java is one line, not an error, unless asked for."""
-    from orders_app.debezium import DebeziumConnect, choose_cdc, java_runtime, missing_part
+    from orders_app.cdc.debezium import DebeziumConnect, choose_cdc, java_runtime, missing_part
 
     kind, note = choose_cdc(settings.cdc, missing_part(java_runtime()))
     if note:
@@ -337,7 +344,7 @@ async def _start_cdc(settings: Settings, dsn: str, run_dir: Path, *, fresh_broke
         await dbz.start()
         click.echo(f"cdc:      Debezium (started in {dbz.started_in:.1f}s, slot {dbz.slot})")
         return dbz
-    from orders_app.cdc import CdcReader
+    from orders_app.cdc.builtin import CdcReader
 
     reader = CdcReader(
         dsn=dsn,
@@ -370,7 +377,7 @@ async def _first_failure(
     supervisor: Supervisor, services: list[Any], stop: asyncio.Event
 ) -> str | None:
     """Until Ctrl-C (None) or a supervised child gives up: a worker, or Debezium."""
-    from orders_app.debezium import DebeziumConnect
+    from orders_app.cdc.debezium import DebeziumConnect
 
     waits = [asyncio.ensure_future(supervisor.wait(until=stop))]
     waits += [

@@ -7,7 +7,7 @@ import asyncio
 
 import asyncpg
 
-from orders_app.embedded import StackError, wait_for_kafka
+from orders_app.embedded.servers import StackError, wait_for_kafka
 from orders_app.settings import Settings
 
 
@@ -26,6 +26,22 @@ async def check_postgres(settings: Settings, timeout: float = 5.0) -> str | None
     except (OSError, asyncpg.PostgresError, TimeoutError, ValueError) as err:
         return f"cannot reach Postgres (ORDERS_POSTGRES_DSN={settings.postgres_dsn}): {err}"
     return None
+
+
+async def broker_cluster_id(settings: Settings, timeout: float = 5.0) -> str | None:
+    """The broker's cluster id (DescribeCluster), or None when it does not say."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+        described = await asyncio.wait_for(admin.describe_cluster(), timeout)
+    except Exception:  # noqa: BLE001 - an old broker without DescribeCluster: not probed
+        return None
+    finally:
+        await admin.close()
+    cluster = described.get("cluster_id") if isinstance(described, dict) else None
+    return str(cluster) if cluster else None
 
 
 async def preflight(settings: Settings) -> list[str]:

@@ -5,11 +5,17 @@ form Debezium uses with ``decimal.handling.mode=string``), never as a float.  Va
 no Faust metadata (``include_metadata=False``) so any producer (Debezium, the load
 generator, another language) can write them.
 
-:func:`encode` / :func:`decode` are the one codec of the app.  ``decode`` is strict: a
-missing field, a wrong type or a non-finite decimal raises :class:`DecodeError`, which
-agents turn into a ``DeadLetter``.  Fields drawn from a fixed set (a CDC ``op``, a status)
-are plain strings here; the rule that reads them refuses an unknown one
-(``agents/cdc_rules.py`` raises ``DecodeError`` for an unknown ``op``).
+:func:`encode` / :func:`decode` are the one codec of the app.  ``decode`` is pydantic's
+strict validation (``TypeAdapter(...).validate_json(raw, strict=True)``) against a schema
+generated from the record (:func:`schema`), which then builds the same ``faust.Record``
+(nested records included).  A missing field, a wrong JSON type (``"2"`` or ``true`` for
+an integer, a number for a string, ``true`` for a timestamp), a float or a non-finite
+value for money raises :class:`DecodeError` naming the field path
+(``lines[0].quantity: expected an integer``), which agents turn into a ``DeadLetter``.
+Money may be a decimal string or a JSON integer; unknown extra fields are ignored.
+Fields drawn from a fixed set (a CDC ``op``, a status) are plain strings here; the rule
+that reads them refuses an unknown one (``agents/cdc_rules.py`` raises ``DecodeError``
+for an unknown ``op``).
 """
 
 from __future__ import annotations
@@ -19,11 +25,21 @@ import time
 import types
 import typing
 from decimal import Decimal
-from typing import Any, TypeVar, Union
+from typing import Annotated, Any, NotRequired, TypeVar, Union
 
 import faust
 import orjson
 from faust.serializers import codecs
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    with_config,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+from typing_extensions import TypedDict
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -34,6 +50,7 @@ __all__ = [
     "DecodeError",
     "FraudAlert",
     "InventoryUpdated",
+    "Money",
     "NotificationSent",
     "OrderCreated",
     "OrderLine",
@@ -47,6 +64,8 @@ __all__ = [
     "StockReply",
     "decode",
     "encode",
+    "from_dict",
+    "schema",
 ]
 
 _OPTS: dict[str, Any] = {"coerce": True, "include_metadata": False, "serializer": "json"}
@@ -306,6 +325,59 @@ codecs.register("utf8", _Utf8Codec())
 class DecodeError(ValueError):
     """The bytes are not a valid instance of the expected record."""
 
+    @classmethod
+    def of(cls, err: ValidationError, what: str) -> DecodeError:
+        """The error for pydantic's ``err`` on a ``what`` (a record or row name): every
+        problem by its field path (``lines[0].quantity: expected an integer``), missing
+        fields together (``OrderCreated: missing field(s) lines[1].sku``)."""
+        missing: list[str] = []
+        wrong: list[str] = []
+        for error in err.errors(include_url=False, include_input=False):
+            path, kind = _path(error["loc"]), error["type"]
+            if kind == "missing":
+                missing.append(path)
+            elif kind == "json_invalid":  # the message, or a JSON string field (jsonb)
+                reason = f"invalid JSON: {(error.get('ctx') or {}).get('error', '')}"
+                wrong.append(f"{path}: {reason}" if path else reason)
+            elif not path and kind == "dict_type":
+                wrong.append(f"expected a JSON object for {what}")
+            else:
+                wrong.append(f"{path or what}: {_explain(error)}")
+        parts = ([f"{what}: missing field(s) {', '.join(missing)}"] if missing else []) + wrong
+        more = len(parts) - _MAX_PROBLEMS
+        return cls("; ".join(parts[:_MAX_PROBLEMS]) + (f" (and {more} more)" if more > 0 else ""))
+
+
+_MAX_PROBLEMS = 5
+_EXPECTED = {
+    "string_type": "expected a string",
+    "int_type": "expected an integer",
+    "float_type": "expected a number",
+    "finite_number": "expected a finite number",
+    "bool_type": "expected a boolean",
+    "list_type": "expected a list",
+    "dict_type": "expected an object",
+}
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    """``("lines", 0, "sku")`` -> ``lines[0].sku``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else part
+    return out
+
+
+def _explain(error: ErrorDetails) -> str:
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in _EXPECTED:
+        return _EXPECTED[kind]
+    if kind == "too_short" and ctx.get("min_length") == 1:
+        return "expected a non-empty list"
+    if kind == "value_error" and "error" in ctx:
+        return str(ctx["error"])
+    return error["msg"]  # our own PydanticCustomError messages, pydantic's otherwise
+
 
 R = TypeVar("R", bound=faust.Record)
 
@@ -323,184 +395,78 @@ def encode(record: faust.Record) -> bytes:
     return orjson.dumps(record.asdict(), default=_json_default)
 
 
-_SHAPES: dict[Any, tuple[Any, tuple[Any, ...]]] = {}
+# --- decode: pydantic strict validation, then the same faust.Record -----------------------
 
 
-def _shape(hint: Any) -> tuple[Any, tuple[Any, ...]]:
-    """``(get_origin(hint), get_args(hint))``, computed once per hint (hot path)."""
-    shape = _SHAPES.get(hint)
+def _money(value: Any) -> Decimal:
+    """Money: a decimal string or a JSON integer, finite; never a float (pydantic's own
+    strict JSON mode would take ``1.1`` for a ``Decimal``)."""
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        try:
+            out = Decimal(value)
+        except ArithmeticError:
+            pass
+        else:
+            if out.is_finite():
+                return out
+    raise PydanticCustomError("decimal_string", "expected a decimal string")
+
+
+Money = Annotated[Decimal, PlainValidator(_money)]
+"""The pydantic type of every ``Decimal`` field (also used for Debezium rows)."""
+
+# strict: no "2" for an int, no true for a number, no 5 for a string; NaN/Infinity
+# literals (which pydantic's JSON parser takes, orjson not) refused for float fields.
+_CONFIG = ConfigDict(strict=True, allow_inf_nan=False)
+_SCHEMAS: dict[type[faust.Record], Any] = {}
+_ADAPTERS: dict[type[faust.Record], TypeAdapter[Any]] = {}
+
+
+def _schema_of(hint: Any) -> Any:
+    if hint is Decimal:
+        return Money
+    if isinstance(hint, type) and issubclass(hint, faust.Record):
+        return schema(hint)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        return list[_schema_of(args[0])]  # type: ignore[misc]
+    if origin is dict:
+        return dict[args[0], _schema_of(args[1])]  # type: ignore[misc,valid-type]
+    if origin in (Union, types.UnionType):
+        return Union[tuple(_schema_of(arg) for arg in args)]  # noqa: UP007
+    return hint  # str, int, float, bool, Any
+
+
+def schema(cls: type[faust.Record]) -> Any:
+    """The pydantic type that validates a JSON object into a ``cls`` record: a TypedDict
+    generated from ``cls``'s fields (so it cannot drift from the record; required where
+    Faust requires the field; extra keys ignored), money as :data:`Money`, nested records
+    as their own schema, then ``cls(**fields)``."""
+    shape = _SCHEMAS.get(cls)
     if shape is None:
-        shape = _SHAPES[hint] = (typing.get_origin(hint), typing.get_args(hint))
+        hints = typing.get_type_hints(cls)
+        fields: dict[str, Any] = {}
+        for name, field in cls._options.descriptors.items():
+            hint = _schema_of(hints[name])
+            fields[name] = hint if field.required else NotRequired[hint]
+        typed = with_config(_CONFIG)(TypedDict(cls.__name__, fields))  # type: ignore[operator]
+        shape = _SCHEMAS[cls] = Annotated[typed, AfterValidator(lambda data: cls(**data))]
     return shape
 
 
-_FIELDS: dict[type, list[tuple[str, Any]]] = {}
-
-
-def _fields(cls: type) -> list[tuple[str, Any]]:
-    """``cls``'s public fields and their type hints, resolved once per class."""
-    fields = _FIELDS.get(cls)
-    if fields is None:
-        hints = typing.get_type_hints(cls)
-        fields = _FIELDS[cls] = [(n, h) for n, h in hints.items() if not n.startswith("_")]
-    return fields
-
-
-def _check(value: Any, hint: Any, path: str) -> None:
-    """Raise DecodeError unless ``value`` (already coerced by Faust) fits ``hint``."""
-    # the scalar cases first: they are most fields of every message
-    if hint is str:
-        if not isinstance(value, str):
-            raise DecodeError(f"{path}: expected a string")
-        return
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise DecodeError(f"{path}: expected a number")
-        return
-    if hint is Decimal:
-        if not isinstance(value, Decimal) or not value.is_finite():
-            raise DecodeError(f"{path}: expected a decimal string")
-        return
-    origin, args = _shape(hint)
-    if origin in (Union, types.UnionType):
-        options = args
-        if value is None and type(None) in options:
-            return
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                _check(value, option, path)
-                return
-            except DecodeError as err:
-                errors.append(str(err))
-        raise DecodeError(errors[0] if errors else f"{path}: must not be null")
-    if hint is Any:
-        return
-    if origin is list:
-        if not isinstance(value, list):
-            raise DecodeError(f"{path}: expected a list")
-        (item,) = args
-        for i, v in enumerate(value):
-            _check(v, item, f"{path}[{i}]")
-        return
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise DecodeError(f"{path}: expected an object")
-        _, item = args
-        for k, v in value.items():
-            _check(v, item, f"{path}.{k}")
-        return
-    if isinstance(hint, type) and issubclass(hint, faust.Record):
-        if not isinstance(value, hint):
-            raise DecodeError(f"{path}: expected an object")
-        _check_record(value, path)
-        return
-    if hint is Decimal:
-        if not isinstance(value, Decimal) or not value.is_finite():
-            raise DecodeError(f"{path}: expected a decimal string")
-        return
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise DecodeError(f"{path}: expected a number")
-        return
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise DecodeError(f"{path}: expected an integer")
-        return
-    if hint is str:
-        if not isinstance(value, str):
-            raise DecodeError(f"{path}: expected a string")
-        return
-    if hint is bool and not isinstance(value, bool):
-        raise DecodeError(f"{path}: expected a boolean")
-
-
-def _check_record(record: faust.Record, path: str) -> None:
-    for name, hint in _fields(type(record)):
-        _check(getattr(record, name, None), hint, f"{path}.{name}" if path else name)
-
-
-_PLANS: dict[type, list[tuple[str, str, Any]]] = {}
-
-
-def _raw_plan(cls: type) -> list[tuple[str, str, Any]]:
-    """Per field of ``cls``: what its raw JSON value must be (computed once per class)."""
-    plan = _PLANS.get(cls)
-    if plan is None:
-        plan = []
-        for name, hint in _fields(cls):
-            origin, args = _shape(hint)
-            if hint in (str, int, float, Decimal):
-                plan.append((name, hint.__name__, None))
-            elif origin is list and args and isinstance(args[0], type):
-                record = issubclass(args[0], faust.Record)
-                plan.append((name, "records" if record else "list", args[0]))
-            elif isinstance(hint, type) and issubclass(hint, faust.Record):
-                plan.append((name, "record", hint))
-        _PLANS[cls] = plan
-    return plan
-
-
-def _raw_types_ok(data: dict[str, Any], cls: type) -> None:
-    """Faust's coercion turns ints into strings and accepts dicts for records; reject the
-    raw JSON types that coercion would silently paper over."""
-    for name, kind, arg in _raw_plan(cls):
-        if name not in data:
-            continue
-        value = data[name]
-        if kind == "str":
-            if not isinstance(value, str):
-                raise DecodeError(f"{name}: expected a string")
-        elif kind == "float":
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise DecodeError(f"{name}: expected a number")
-        elif kind == "Decimal":
-            if isinstance(value, bool) or not isinstance(value, str | int):
-                raise DecodeError(f"{name}: expected a decimal string")
-        elif kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise DecodeError(f"{name}: expected an integer")
-        elif kind in ("list", "records"):
-            if not isinstance(value, list):
-                raise DecodeError(f"{name}: expected a list")
-            if kind == "records":
-                for i, item in enumerate(value):
-                    if not isinstance(item, dict):
-                        raise DecodeError(f"{name}[{i}]: expected an object")
-                    _require(item, arg, f"{name}[{i}].")
-                    _raw_types_ok(item, arg)
-        elif kind == "record":
-            if not isinstance(value, dict):
-                raise DecodeError(f"{name}: expected an object")
-            _require(value, arg, f"{name}.")
-            _raw_types_ok(value, arg)
-
-
-def _require(data: dict[str, Any], cls: Any, prefix: str = "") -> None:
-    missing = [
-        prefix + name
-        for name, field in cls._options.descriptors.items()
-        if field.required and name not in data
-    ]
-    if missing:
-        raise DecodeError(f"{cls.__name__}: missing field(s) {', '.join(sorted(missing))}")
+def _adapter(cls: type[R]) -> TypeAdapter[R]:
+    adapter = _ADAPTERS.get(cls)
+    if adapter is None:
+        adapter = _ADAPTERS[cls] = TypeAdapter(schema(cls))
+    return adapter
 
 
 def from_dict(cls: type[R], data: Any) -> R:
-    """Build and validate a record from already-parsed JSON."""
-    if not isinstance(data, dict):
-        raise DecodeError(f"expected a JSON object for {cls.__name__}")
-    _require(data, cls)
-    _raw_types_ok(data, cls)
-    known = {k: v for k, v in data.items() if k in cls._options.descriptors}
+    """Build and validate a record from already-parsed JSON; raises :class:`DecodeError`."""
     try:
-        record = cls(**known)
-    except (TypeError, ValueError, ArithmeticError) as err:
-        raise DecodeError(f"{cls.__name__}: {err}") from err
-    _check_record(record, "")
-    return record
+        return _adapter(cls).validate_python(data, strict=True)
+    except ValidationError as err:
+        raise DecodeError.of(err, cls.__name__) from err
 
 
 def decode(cls: type[R], raw: bytes | None) -> R:
@@ -508,7 +474,6 @@ def decode(cls: type[R], raw: bytes | None) -> R:
     if raw is None:
         raise DecodeError("empty message (tombstone)")
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as err:
-        raise DecodeError(f"invalid JSON: {err}") from err
-    return from_dict(cls, data)
+        return _adapter(cls).validate_json(raw, strict=True)
+    except ValidationError as err:
+        raise DecodeError.of(err, cls.__name__) from err

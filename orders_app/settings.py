@@ -98,6 +98,11 @@ class Settings(BaseSettings):
         True,
         description="guard Faust against the offset skips after an assignment (skip_guard.py)",
     )
+    broker_compat: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="the embedded broker's work-arounds (orders_app/broker_compat/): on, off, "
+        "or auto = when the broker is Tansu (probed by `orders-app worker`; on when unprobed)",
+    )
     cython_optimizations: bool = Field(
         False,
         description="Faust's repaired Cython fast paths (stream iterator, conductor)",

@@ -1,8 +1,8 @@
 """Per-country analytics tables (the ksqlDB replacement).
 
-- ``country_stats``: country -> totals and 1-minute windows (see
+- ``country_stats``: country -> totals and :data:`WINDOW_S` windows (see
   :mod:`agents.analytics_rules`); written from ``orders_app-status-by-country`` (key
-  country).
+  country); the value's layout and derived figures: orders_app/country_totals.py.
 - ``analytics_ledger``: order_id -> what was already counted for it; written from the
   same stream (an order always maps to one country, so to one partition).
 """

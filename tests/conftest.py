@@ -70,7 +70,7 @@ def tmp_root() -> Iterator[Path]:
 
 @pytest_asyncio.fixture(scope="session")
 async def postgres_server(tmp_root: Path) -> AsyncIterator[Any]:
-    from orders_app.embedded import EmbeddedPostgres
+    from orders_app.embedded.servers import EmbeddedPostgres
 
     server = EmbeddedPostgres(tmp_root / "pg")
     await server.start()
@@ -108,7 +108,7 @@ async def database(postgres_server: Any) -> AsyncIterator[str]:
 @pytest_asyncio.fixture
 async def broker(tmp_root: Path) -> AsyncIterator[Any]:
     """A fresh Tansu broker per test (memory only, starts in well under a second)."""
-    from orders_app.embedded import EmbeddedBroker
+    from orders_app.embedded.servers import EmbeddedBroker
 
     b = EmbeddedBroker(log_path=tmp_root / f"broker-{uuid.uuid4().hex[:6]}.log")
     await b.start()
@@ -125,7 +125,7 @@ async def stack(broker: Any, database: str) -> Stack:
 
 
 def free_port() -> int:
-    from orders_app.embedded import free_port as fp
+    from orders_app.embedded.servers import free_port as fp
 
     return fp()
 
@@ -238,8 +238,8 @@ async def drop_slot(dsn: str, slot: str) -> None:
 
 
 async def start_debezium(stack: Stack, work_dir: Path, **overrides: str) -> Any:
-    """Real Debezium (orders_app/debezium.py) on the test database, its own slot."""
-    from orders_app.debezium import DebeziumConnect, java_runtime, missing_part
+    """Real Debezium (orders_app/cdc/debezium.py) on the test database, its own slot."""
+    from orders_app.cdc.debezium import DebeziumConnect, java_runtime, missing_part
 
     missing = missing_part(java_runtime())
     assert missing is None, (
@@ -258,7 +258,7 @@ async def start_debezium(stack: Stack, work_dir: Path, **overrides: str) -> Any:
 
 
 async def start_builtin_cdc(stack: Stack) -> Any:
-    from orders_app.cdc import CdcReader
+    from orders_app.cdc.builtin import CdcReader
 
     reader = CdcReader(
         dsn=stack.dsn,
@@ -286,7 +286,7 @@ async def cdc(stack: Stack, tmp_path: Path) -> AsyncIterator[Any]:
 
 @pytest_asyncio.fixture
 async def builtin_cdc(stack: Stack) -> AsyncIterator[Any]:
-    """The built-in reader (orders_app/cdc.py), whatever ``ORDERS_TEST_CDC`` says."""
+    """The built-in reader (orders_app/cdc/builtin.py), whatever ``ORDERS_TEST_CDC`` says."""
     reader = await start_builtin_cdc(stack)
     yield reader
     await reader.stop()

@@ -24,7 +24,6 @@ from aiohttp import web as aioweb
 from aiohttp_sse import EventSourceResponse
 from faust.web import Request, Response, View
 
-from agents.analytics_rules import merge_totals, totals_view, windows_view
 from agents.reconcile import country_view, pending
 from orders_app.app import app
 from tables.country_stats import country_stats
@@ -36,6 +35,7 @@ from web.dashboard import (
     send_event,
 )
 from web.routing import routed
+from web.views import merge_totals, totals_view, windows_view
 
 FANOUT_TIMEOUT_S = 5.0
 

@@ -556,12 +556,15 @@ async def event_stream(request: aioweb.Request, pump: Pump) -> EventSourceRespon
         pumping = asyncio.ensure_future(pump(resp))
         # resp.wait() returns when the ping task ends: a ping could not be written.
         gone = asyncio.ensure_future(resp.wait())
+        # A stopping worker ends its streams at once: aiohttp's shutdown would otherwise
+        # wait for each open one until its next event or ping (up to PING_INTERVAL_S).
+        stopping = asyncio.ensure_future(app.wait_until_stopped())
         try:
-            await asyncio.wait((pumping, gone), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((pumping, gone, stopping), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            pumping.cancel()
-            gone.cancel()
-            await asyncio.gather(pumping, gone, return_exceptions=True)
+            for task in (pumping, gone, stopping):
+                task.cancel()
+            await asyncio.gather(pumping, gone, stopping, return_exceptions=True)
         error = None if pumping.cancelled() else pumping.exception()
         if error is not None and not isinstance(error, ConnectionResetError):
             raise error

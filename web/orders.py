@@ -19,13 +19,13 @@ import orjson
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
-from agents.status_rules import view as status_view
 from orders_app.app import app
 from orders_app.db import NewOrder, insert_order
 from orders_app.records import TERMINAL_STATUSES
 from tables.order_status import order_status
 from web.orders_rules import OrderIn, field_errors
 from web.routing import routed
+from web.views import order_view
 
 MAX_WAIT_S = 60.0
 STATUSES = ("CREATED", "VALIDATED", "PAID", *sorted(TERMINAL_STATUSES))
@@ -186,4 +186,4 @@ class OrderDetail(View):
                 doc = order_status.get(order_id)
         if doc is None or doc.get("status") is None:
             return self.error(404, f"order {order_id} not found")
-        return self.json(status_view(doc))
+        return self.json(order_view(doc))

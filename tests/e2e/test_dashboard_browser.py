@@ -24,7 +24,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from orders_app.generator import generate_direct, generate_postgres
+from orders_app.embedded.generator import generate_direct, generate_postgres
 from tests.conftest import ROOT
 from tests.support import ahttp
 

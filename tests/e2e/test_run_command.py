@@ -85,7 +85,7 @@ async def test_run_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path)
         assert any("worker" in " ".join(c.cmdline()) for c in children)
         # real Debezium (Java is on this machine), a child of the stack like the workers
         assert re.search(r"cdc:\s+Debezium \(started in [\d.]+s, slot orders_debezium\)", output)
-        assert any("orders_app.debezium_connect" in " ".join(c.cmdline()) for c in children)
+        assert any("orders_app.cdc.debezium_connect" in " ".join(c.cmdline()) for c in children)
         stop_at = time.monotonic()
         proc.send_signal(signal.SIGINT)
         proc.wait(15)

@@ -26,7 +26,7 @@ import orjson
 import psutil  # type: ignore[import-untyped]  # no stubs installed
 import pytest
 
-from orders_app.supervisor import CRASH_LOOP_RESTARTS
+from orders_app.embedded.supervisor import CRASH_LOOP_RESTARTS
 from tests.conftest import ROOT, free_port
 from tests.integration.test_analytics import (
     add_zero_stock_sku,

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from orders_app.generator import COUNTRIES as GENERATOR_COUNTRIES
+from orders_app.embedded.generator import COUNTRIES as GENERATOR_COUNTRIES
 from orders_app.records import OrderCreated, OrderLine, encode
 from tests.support import ahttp, eventually
 

@@ -13,7 +13,7 @@ import asyncpg
 import orjson
 import pytest
 
-from orders_app.cdc import CdcReader
+from orders_app.cdc.builtin import CdcReader
 from tests.support import ahttp, eventually, http, read_topic
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Real Debezium in the embedded stack (orders_app/debezium.py, orders_app/debezium_connect.py):
+"""Real Debezium in the embedded stack (orders_app/cdc/debezium.py, orders_app/cdc/debezium_connect.py):
 the built-in reader's envelopes equal real Debezium's field by field; the connector's
 offsets live as long as the broker (a crash resumes, a fresh broker gets a full snapshot);
 a crashed Debezium is restarted by its supervisor."""
@@ -18,9 +18,9 @@ import orjson
 import pytest
 
 from orders_app.admin import ensure_topics, registry_topic_names
-from orders_app.cdc import CdcReader
-from orders_app.debezium import DebeziumConnect
-from orders_app.embedded import EmbeddedBroker
+from orders_app.cdc.builtin import CdcReader
+from orders_app.cdc.debezium import DebeziumConnect
+from orders_app.embedded.servers import EmbeddedBroker
 from tests.conftest import drop_slot
 from tests.support import eventually, read_topic
 

@@ -1,6 +1,6 @@
 """The fetch wait and the prefetch backoff that goes with it reach the real aiokafka
 consumer, and it still consumes; an emptied live partition set hands out nothing once
-guarded (orders_app/skip_guard.py, defect 3)."""
+guarded (orders_app/faust_patches/skip_guard.py, defect 3)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from orders_app.admin import ensure_topics
-from orders_app.fetch import AIOKAFKA_PREFETCH_BACKOFF, prefetch_backoff_for, use_fetch_wait
-from orders_app.skip_guard import guard_fetched_records
+from orders_app.broker_compat.fetch import (
+    AIOKAFKA_PREFETCH_BACKOFF,
+    prefetch_backoff_for,
+    use_fetch_wait,
+)
+from orders_app.faust_patches.skip_guard import guard_fetched_records
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """Changelog end offsets used by table recovery are verified by a fetch on the real broker,
 and an end that cannot be verified stops recovery loudly instead of falling back to the
-broker's known-wrong ListOffsets answer (orders_app/offsets.py)."""
+broker's known-wrong ListOffsets answer (orders_app/broker_compat/offsets.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from orders_app.admin import ensure_topics
-from orders_app.embedded import free_port
-from orders_app.offsets import EndOffsetsUnverified, correct_highwaters, true_end_offsets
+from orders_app.broker_compat.offsets import (
+    EndOffsetsUnverified,
+    correct_highwaters,
+    true_end_offsets,
+)
+from orders_app.embedded.servers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +95,7 @@ async def test_a_log_deleted_up_to_its_end_is_read_from_its_start() -> None:
     # fetch at reported - 1 (11) is out of range, yet nothing is wrong.
     from aiokafka.errors import OffsetOutOfRangeError
 
-    from orders_app.offsets import _past_log_start
+    from orders_app.broker_compat.offsets import _past_log_start
 
     seeker = _Seeker(start=12)
     err = OffsetOutOfRangeError({TP: 11})
@@ -100,3 +104,13 @@ async def test_a_log_deleted_up_to_its_end_is_read_from_its_start() -> None:
     # whereas an end reported past a log that starts at 0 is not trusted
     with pytest.raises(EndOffsetsUnverified):
         await _past_log_start(_Seeker(0), err, {TP}, {TP: 12}, {TP: TP})  # type: ignore[arg-type]
+
+
+async def test_the_embedded_broker_says_it_is_tansu(broker) -> None:
+    """The probe `orders-app worker` runs for ORDERS_BROKER_COMPAT=auto."""
+    from orders_app.broker_compat import wanted
+    from orders_app.preflight import broker_cluster_id
+    from orders_app.settings import Settings
+
+    cluster = await broker_cluster_id(Settings(broker_url=f"kafka://{broker.bootstrap}"))
+    assert cluster is not None and wanted("auto", cluster)

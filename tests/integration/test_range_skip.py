@@ -2,7 +2,7 @@
 reach their agents; none may be skipped and committed past.
 
 The SIGKILL crash test once lost 48 consecutive ``order_validated`` records with a 20 ms
-fetch wait.  Cause (orders_app/skip_guard.py): after every assignment Faust resumes the
+fetch wait.  Cause (orders_app/faust_patches/skip_guard.py): after every assignment Faust resumes the
 stream partitions, seeks each partition to its committed offset one request at a time
 (seconds for a worker that starts behind), and only then calls ``flow_control.resume()``,
 which empties every agent's queue although the flow was already running.  Records
@@ -10,11 +10,11 @@ delivered during that walk and still queued vanish; Faust's read offsets, reset 
 committed ones, make the next delivery a "gap" that the next commit passes.
 
 Scenario, on the real Tansu broker with the 20 ms fetch wait (and the 20 ms prefetch
-backoff that goes with it, orders_app/fetch.py): one worker, 16 partitions per topic (the
+backoff that goes with it, orders_app/broker_compat/fetch.py): one worker, 16 partitions per topic (the
 walk is one committed-offset request per partition), agents' buffers of 8
 (``STREAM_BUFFER_MAXSIZE``: agents that cannot keep up with the consumer, as under a
 backlog), and ``ROUNDS`` times: a burst of orders, SIGKILL, restart behind the backlog.
-Every worker's gap detector (orders_app/gaps.py) must stay silent and every order must
+Every worker's gap detector (orders_app/faust_patches/gaps.py) must stay silent and every order must
 end exactly once with its expected status.
 
 Measured on 2 cores: without the guards (``skip_guard.install(..., enabled=False)``) the

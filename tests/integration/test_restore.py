@@ -18,9 +18,9 @@ import orjson
 import pytest
 
 from orders_app.admin import ensure_topics, registry_topic_names
-from orders_app.cdc import CdcReader
-from orders_app.debezium import DebeziumConnect
-from orders_app.embedded import EmbeddedBroker
+from orders_app.cdc.builtin import CdcReader
+from orders_app.cdc.debezium import DebeziumConnect
+from orders_app.embedded.servers import EmbeddedBroker
 from tests.conftest import Stack, WorkerPool, drop_slot
 from tests.integration.test_analytics import (
     add_zero_stock_sku,

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped]  # no stubs installed
 import pytest
 
-from orders_app.supervisor import ChildSpec, RestartPolicy, Supervisor
+from orders_app.embedded.supervisor import ChildSpec, RestartPolicy, Supervisor
 from tests.support import alive, eventually
 
 # Fast, so a crash loop is reached in well under a second of backoff.

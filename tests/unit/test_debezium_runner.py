@@ -1,4 +1,4 @@
-"""Pure parts of running real Debezium (orders_app/debezium.py, orders_app/debezium_connect.py):
+"""Pure parts of running real Debezium (orders_app/cdc/debezium.py, orders_app/cdc/debezium_connect.py):
 which CDC runs, where Postgres is for the connector, which settings may be overridden, and
 that the one connector JSON serves the compose stack and the embedded one alike."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orders_app.debezium import (
+from orders_app.cdc.debezium import (
     CONNECTOR_JSON,
     DebeziumError,
     child_env,
@@ -20,8 +20,8 @@ from orders_app.debezium import (
     missing_part,
     postgres_env,
 )
-from orders_app.debezium_connect import classpath, connector_config, overrides_from_env
-from orders_app.pgoutput import zoned_timestamp
+from orders_app.cdc.debezium_connect import classpath, connector_config, overrides_from_env
+from orders_app.cdc.pgoutput import zoned_timestamp
 
 COMPOSE = Path(__file__).resolve().parents[2] / "infra" / "compose.yml"
 

@@ -1,6 +1,6 @@
-"""Offset gaps: the detector's rules (orders_app/gaps.py: intervals, Fetch-answer batch
+"""Offset gaps: the detector's rules (orders_app/faust_patches/gaps.py: intervals, Fetch-answer batch
 ranges, broker holes, per-agent delivery checks against the records received), and the
-guards against the two Faust defects that skipped records (orders_app/skip_guard.py), on
+guards against the two Faust defects that skipped records (orders_app/faust_patches/skip_guard.py), on
 the real library objects: mode's FlowControlEvent with a Faust channel queue, and mode's
 Service.wait_first with the statements Faust's ``_drain_messages`` runs per message."""
 
@@ -23,7 +23,7 @@ from mode import Service
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 from prometheus_client import CollectorRegistry
 
-from orders_app.gaps import (
+from orders_app.faust_patches.gaps import (
     Gap,
     GapDetector,
     Intervals,
@@ -31,7 +31,7 @@ from orders_app.gaps import (
     broker_holes,
     detector_for,
 )
-from orders_app.skip_guard import (
+from orders_app.faust_patches.skip_guard import (
     ReadOffsets,
     guard_flow_clear,
     guard_flow_resume,
@@ -126,7 +126,7 @@ def test_jump_over_fetched_records_is_a_gap(
     stream = Stream("payment-charge")
     for offset in range(100, 120):
         detector.on_stream_event_in(TP, offset, stream, None)
-    with caplog.at_level(logging.WARNING, logger="orders_app.gaps"):
+    with caplog.at_level(logging.WARNING, logger="orders_app.faust_patches.gaps"):
         detector.on_stream_event_in(TP, 168, stream, None)
     assert detector.found == [Gap("payment-charge", TOPIC, 1, 120, 168, 48)]
     assert count(detector) == 1
@@ -233,7 +233,7 @@ def test_one_detector_and_one_counter_per_registry() -> None:
     )
 
 
-# -- the guards (orders_app/skip_guard.py) -------------------------------------------
+# -- the guards (orders_app/faust_patches/skip_guard.py) -------------------------------------------
 
 
 def channel_queue(flow: FlowControlEvent) -> FlowControlQueue[int]:

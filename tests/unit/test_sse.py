@@ -146,3 +146,29 @@ async def test_an_error_of_the_pump_is_raised(servers: Servers) -> None:
             async with asyncio.timeout(HANG_GUARD_S):
                 await resp.read()
     assert [str(e) for e in servers.errors] == ["feed broke"]
+
+
+async def test_a_stopping_worker_ends_its_open_streams(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without this a worker's stop waited for each open stream's next ping (15 s)."""
+
+    class Stopping:
+        def __init__(self) -> None:
+            self.stopped = asyncio.Event()
+
+        async def wait_until_stopped(self) -> None:
+            await self.stopped.wait()
+
+    worker = Stopping()
+    monkeypatch.setattr(dashboard, "app", worker)
+    monkeypatch.setattr(dashboard, "PING_INTERVAL_S", 3600.0)  # no ping to end it
+    pump = Idle()
+    url = await servers.start(pump)
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        await read_until(resp, b": connected")
+        worker.stopped.set()
+        async with asyncio.timeout(HANG_GUARD_S):
+            await pump.ended.wait()
+            rest = await resp.read()  # the server ended the response
+    assert rest in (b"", b"\n")

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from agents.status_rules import RANK, apply, new_doc, outcome_of, replay_terminal, view
+from agents.status_rules import RANK, apply, new_doc, outcome_of, replay_terminal
 from orders_app.records import TERMINAL_STATUSES, OrderStatus, StatusChanged
+from web.views import order_view as view
 
 OID = "ord-1"
 

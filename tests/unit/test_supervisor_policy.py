@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from orders_app.supervisor import (
+from orders_app.embedded.supervisor import (
     BACKOFF_INITIAL,
     BACKOFF_MAX,
     CRASH_LOOP_RESTARTS,

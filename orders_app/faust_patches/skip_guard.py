@@ -71,7 +71,7 @@ while the stream partitions are still paused), aiokafka hands out the paused par
 records and moves past them; ``Consumer.getmany`` drops them as not active.  The seek to
 the committed offsets repairs that only if nothing of the partition was delivered before
 its seek; otherwise the refetched records are dropped as already read (seen: 58
-``order_validated`` records of one partition, detected by orders_app/gaps.py).
+``order_validated`` records of one partition, detected by orders_app/faust_patches/gaps.py).
 Guard: aiokafka is given a view of the live set that is never "empty" to it, so a paused
 partition's records stay in its buffer (upstream: Faust passes no empty set, or aiokafka
 takes ``None``, not an empty set, for "every partition").

@@ -1,8 +1,8 @@
 """Real Debezium for the embedded stack: a supervised child process, started and stopped.
 
-Rule: :class:`DebeziumConnect` runs ``python -m orders_app.debezium_connect`` (a Kafka
+Rule: :class:`DebeziumConnect` runs ``python -m orders_app.cdc.debezium_connect`` (a Kafka
 Connect standalone worker with the Debezium PostgreSQL connector, in a JVM) under the
-stack's :class:`~orders_app.supervisor.Supervisor`: restarted with backoff when it dies,
+stack's :class:`~orders_app.embedded.supervisor.Supervisor`: restarted with backoff when it dies,
 given up on after a crash loop (:attr:`DebeziumConnect.failure`), SIGTERM then SIGKILL on
 stop.  The connector config is ``infra/debezium/orders-connector.json``, the file the
 compose stack registers; where Postgres is comes from the DSN, passed to the ``env``
@@ -30,10 +30,10 @@ from urllib.parse import unquote, urlparse
 
 from mode import Service
 
-from orders_app.debezium_connect import READY_LINE
-from orders_app.supervisor import ChildSpec, RestartPolicy, Supervisor
+from orders_app.cdc.debezium_connect import READY_LINE
+from orders_app.embedded.supervisor import ChildSpec, RestartPolicy, Supervisor
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONNECTOR_JSON = ROOT / "infra" / "debezium" / "orders-connector.json"
 # Kafka Connect's distributed-mode name for the same thing (the compose stack's is
 # ``_connect_offsets``): the connector's place in the WAL lives as long as the broker.
@@ -173,7 +173,7 @@ class DebeziumConnect(Service):
         )
         return ChildSpec(
             name="debezium",
-            argv=[sys.executable, "-m", "orders_app.debezium_connect"],
+            argv=[sys.executable, "-m", "orders_app.cdc.debezium_connect"],
             env=env,
             log_path=self.log_path,
             cwd=ROOT,

@@ -17,8 +17,9 @@ Shorter waits (20 ms) once lost a range of one partition in the SIGKILL crash te
 cause was Faust, not the wait: after an assignment Faust empties the agents' queues of
 records it delivered while seeking to the committed offsets, and commits past them; a
 shorter wait only delivers more in that window.  The 100 ms default loses too under the
-same conditions (tests/integration/test_range_skip.py).  orders_app/skip_guard.py fixes
-it; orders_app/gaps.py detects any such skip.
+same conditions (tests/integration/test_range_skip.py).
+orders_app/faust_patches/skip_guard.py fixes it; orders_app/faust_patches/gaps.py detects
+any such skip.
 
 Reads: the Faust consumer's thread (``_create_consumer``); writes: the aiokafka consumer's
 ``_fetch_max_wait_ms`` and its fetcher's ``_prefetch_backoff``.

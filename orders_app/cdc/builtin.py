@@ -24,9 +24,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from mode import Service
 
-from orders_app import pgoutput
+from orders_app.cdc import pgoutput
+from orders_app.cdc.pgoutput import Column, Relation
 from orders_app.db import PUBLICATION
-from orders_app.pgoutput import Column, Relation
 
 log = logging.getLogger(__name__)
 

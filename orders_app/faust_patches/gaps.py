@@ -48,7 +48,7 @@ from aiokafka.protocol.fetch import FetchRequest
 from faust.sensors import Sensor
 from prometheus_client import CollectorRegistry, Counter
 
-from orders_app.skip_guard import on_client_started
+from orders_app.faust_patches.skip_guard import on_client_started
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ Offsets live in a compacted topic on the broker itself (Kafka Connect's
 broker has none, so the connector takes a full snapshot again; a broker that kept its topics
 keeps the connector's place.
 
-Run as ``python -m orders_app.debezium_connect`` with the ``ORDERS_DBZ_*`` variables that
-:class:`orders_app.debezium.DebeziumConnect` sets; prints ``connector running`` once the
+Run as ``python -m orders_app.cdc.debezium_connect`` with the ``ORDERS_DBZ_*`` variables that
+:class:`orders_app.cdc.debezium.DebeziumConnect` sets; prints ``connector running`` once the
 connector and its task run, and stops cleanly on SIGTERM / SIGINT.
 """
 
