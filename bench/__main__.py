@@ -210,8 +210,20 @@ class Stack:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        import asyncpg
+
         self.stop_workers()
         await self.broker.stop()
+        # an idle slot of a finished step would hold WAL for the rest of the run
+        admin = await asyncpg.connect(self.pg.dsn_for("postgres"))
+        try:
+            await admin.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE database = $1 AND NOT active",
+                self.db,
+            )
+        finally:
+            await admin.close()
 
     async def cdc(self, kind: str) -> Any:
         """The CDC reader ``kind`` (``debezium`` or ``builtin``), started on this stack."""
@@ -220,7 +232,8 @@ class Stack:
                 dsn=self.dsn,
                 bootstrap=self.broker.bootstrap,
                 work_dir=self.tmp / "debezium",
-                overrides={"slot.name": "bench_dbz"},
+                # slots are per cluster, the bench's databases share one
+                overrides={"slot.name": f"dbz_{self.db}"},
             )
             await dbz.start()
             return dbz
