@@ -18,12 +18,12 @@ from decimal import Decimal
 from typing import Any
 
 from agents.analytics_rules import apply_batch
-from agents.reconcile import take_country_fix
 from orders_app.app import app
 from orders_app.country_totals import WINDOW_S, average_order_value
 from orders_app.records import CountryStats, StatusChanged
 from orders_app.streams import decoded_batches, guarded, in_partition_of, send
 from orders_app.topics import ORDER_ANALYTICS, STATUS_BY_COUNTRY
+from tables.corrections import take_country_fix
 from tables.country_stats import analytics_ledger, country_stats
 
 

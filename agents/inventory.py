@@ -18,11 +18,11 @@ import time
 from typing import Any
 
 from agents.inventory_rules import release, reserve, restore, set_total
-from agents.reconcile import take_stock_fix
 from orders_app.app import app
 from orders_app.records import StockCommand, StockReply
 from orders_app.streams import dead_letter, decoded, guarded, send
 from orders_app.topics import STOCK_COMMANDS, STOCK_REPLIES
+from tables.corrections import take_stock_fix
 from tables.stock import stock, stock_ledger
 
 

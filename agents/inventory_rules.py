@@ -151,13 +151,3 @@ def reserved_from_ledger(entries: list[tuple[str, dict[str, Any]]]) -> dict[str,
         if entry.get("state") == "reserved":
             out[sku] += int(entry["quantity"])
     return out
-
-
-def with_reserved(stock: Stock, reserved: int) -> Stock:
-    """The sku's counters with ``reserved`` from the ledger; total is kept."""
-    return {
-        **stock,
-        "available": max(0, stock["total"] - reserved),
-        "reserved": reserved,
-        "total": stock["total"],
-    }

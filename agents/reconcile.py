@@ -21,29 +21,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
 from typing import Any
 
-from agents.inventory_rules import with_reserved
 from agents.retention_rules import reserved_with_archive, stats_with_archive
 from orders_app.app import app
 from tables import loads_value, stamp_of
+from tables.corrections import Pending, pending, scan_lock
 from tables.country_stats import analytics_ledger, country_stats
 from tables.outside_stream import active_partitions, has_raw_store, raw_items
 from tables.stock import stock, stock_ledger
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class Pending:
-    stock: dict[str, int] = field(default_factory=dict)  # sku -> reserved per ledger
-    countries: dict[str, dict[str, Any]] = field(default_factory=dict)  # country -> stats
-
-
-pending = Pending()
-#: Held by the rebuild's scan and by each retention sweep.
-scan_lock = asyncio.Lock()
 
 Row = tuple[str, float | None, dict[str, Any]]
 
@@ -59,43 +48,6 @@ def rows(table: Any) -> list[Row]:
         for p in partitions
         for key, raw in raw_items(table, p)
     ]
-
-
-def stock_view(sku: str) -> dict[str, Any] | None:
-    """The sku's counters, corrected when a correction is pending."""
-    current = stock.get(sku)
-    if current is not None and sku in pending.stock:
-        return with_reserved(current, pending.stock[sku])
-    return current  # type: ignore[no-any-return]
-
-
-def take_stock_fix(sku: str) -> dict[str, Any] | None:
-    """Pop the pending correction for ``sku`` (call inside the stock agent)."""
-    reserved = pending.stock.pop(sku, None)
-    if reserved is None:
-        return None
-    current = stock.get(sku)
-    if current is None or current["reserved"] == reserved:
-        return None
-    log.warning(
-        "stock of %s corrected from the ledger: reserved %s -> %s",
-        sku,
-        current["reserved"],
-        reserved,
-    )
-    return with_reserved(current, reserved)
-
-
-def country_view(country: str) -> dict[str, Any] | None:
-    return pending.countries.get(country) or country_stats.get(country)
-
-
-def take_country_fix(country: str) -> dict[str, Any] | None:
-    fixed = pending.countries.pop(country, None)
-    if fixed is None or fixed == country_stats.get(country):
-        return None
-    log.warning("country stats of %s corrected from the ledger", country)
-    return fixed
 
 
 def corrections(

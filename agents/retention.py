@@ -28,11 +28,11 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from agents.reconcile import pending, scan_lock
 from agents.retention_rules import expired, fold_country, fold_stock, sweep_interval
 from orders_app.app import app
 from tables import dumps_stamped, loads_value, stamp_of
 from tables.cdc_seen import cdc_seen
+from tables.corrections import pending, scan_lock
 from tables.country_stats import analytics_ledger, country_stats
 from tables.customer_spend import VELOCITY_EXPIRES_S, customer_velocity
 from tables.order_status import order_status

@@ -24,8 +24,8 @@ from aiohttp import web as aioweb
 from aiohttp_sse import EventSourceResponse
 from faust.web import Request, Response, View
 
-from agents.reconcile import country_view, pending
 from orders_app.app import app
+from tables.corrections import country_view, pending
 from tables.country_stats import country_stats
 from web.dashboard import (
     COALESCE_DEFAULT_MS,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from faust.web import Request, Response, View
 
-from agents.reconcile import stock_view
 from orders_app.app import app
+from tables.corrections import stock_view
 from tables.stock import stock
 from web.routing import routed
 

@@ -412,7 +412,8 @@ def test_stock_never_negative_and_available_plus_reserved_is_total(
 
 
 def test_reserved_from_ledger_sums_only_live_reservations() -> None:
-    from agents.inventory_rules import reserved_from_ledger, with_reserved
+    from agents.inventory_rules import reserved_from_ledger
+    from orders_app.stock_levels import with_reserved
 
     entries = [
         ("SKU-1|o1", {"state": "reserved", "quantity": 2}),

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from agents.analytics_rules import apply_change
-from agents.inventory_rules import reserve, set_total, with_reserved
+from agents.inventory_rules import reserve, set_total
 from agents.reconcile import corrections
 from agents.retention_rules import (
     expired,
@@ -19,6 +19,7 @@ from agents.retention_rules import (
     sweep_interval,
 )
 from orders_app.records import OrderStatus, StatusChanged
+from orders_app.stock_levels import with_reserved
 from tables import Stamped, StampedJson, dumps_stamped, loads_value, stamp_of
 
 
