@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from orders_app.records import OrderCreated, OrderLine, encode
-from tests.support import ahttp, read_topic
+from tests.support import ahttp, eventually, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -212,14 +212,12 @@ async def test_thousand_poison_messages_exactly_thousand_dead_letters(stack, wor
             "GET", f"{worker.url}/orders/{oid}?wait=terminal&timeout=60", timeout=70
         )
         assert status == 200 and body["status"] == "FULFILLED", (oid, body)
-    deadline = time.monotonic() + 60
-    letters: list = []
-    while time.monotonic() < deadline:
-        letters = await read_topic(stack.bootstrap, "dead_letters", idle=1.0)
-        if len(letters) >= 1000:
-            break
-        await asyncio.sleep(1)
-    await asyncio.sleep(2)
+
+    async def thousand() -> bool:
+        return len(await read_topic(stack.bootstrap, "dead_letters", idle=1.0)) >= 1000
+
+    await eventually(thousand, 60, 1.0, what="1,000 dead letters")
+    await asyncio.sleep(2)  # room for a wrong extra letter to show
     letters = await read_topic(stack.bootstrap, "dead_letters", idle=1.0)
     keys = Counter(m.key for m in letters)
     assert len(letters) == 1000, (len(letters), [k for k, n in keys.items() if n > 1][:5])

@@ -26,7 +26,7 @@ from tests.integration.test_analytics import (
     settled_countries,
     truth,
 )
-from tests.support import ahttp
+from tests.support import ahttp, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -205,10 +205,9 @@ async def test_the_sink_waits_for_the_changelog_and_never_creates_it(broker, dat
         await ensure_topics(
             broker.bootstrap, ["early-order_status-changelog", "order_analytics"], 7
         )
-        deadline = time.monotonic() + 20
-        while sink.consumer is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert sink.consumer is not None, "the sink subscribes once the topics exist"
+        await eventually(
+            lambda: sink.consumer is not None, 20, what="the sink subscribing once the topics exist"
+        )
         (described,) = await admin.describe_topics(["early-order_status-changelog"])
         assert len(described["partitions"]) == 7
     finally:
