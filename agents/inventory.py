@@ -14,6 +14,7 @@ Rules: :mod:`agents.inventory_rules`.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -24,6 +25,8 @@ from orders_app.streams import dead_letter, decoded, guarded, send
 from orders_app.topics import STOCK_COMMANDS, STOCK_REPLIES
 from tables.corrections import take_stock_fix
 from tables.stock import stock, stock_ledger
+
+log = logging.getLogger(__name__)
 
 
 @app.agent(STOCK_COMMANDS, name="inventory-stock")
@@ -47,9 +50,17 @@ async def stock_commands(stream: Any) -> None:
                 stock_ledger[ledger_key] = entry
                 continue
             if cmd.op == "reserve":
-                new_stock, entry, ok = reserve(
-                    stock.get(cmd.sku), stock_ledger.get(ledger_key), cmd.quantity
-                )
+                current, before = stock.get(cmd.sku), stock_ledger.get(ledger_key)
+                new_stock, entry, ok = reserve(current, before, cmd.quantity)
+                if current is None and before is None:
+                    # Every catalogue sku has a record once the products snapshot is in:
+                    # a refusal for want of one is worth a line (a crash-window suspect).
+                    log.warning(
+                        "reserve %s x%d for %s refused: no stock record for the sku here",
+                        cmd.sku,
+                        cmd.quantity,
+                        cmd.order_id,
+                    )
             elif cmd.op == "release":
                 new_stock, entry = release(stock.get(cmd.sku), stock_ledger.get(ledger_key))
                 ok = True
