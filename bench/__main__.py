@@ -768,6 +768,30 @@ async def _quix_pipeline(pg: EmbeddedPostgres) -> tuple[float, float]:
     return rate, rss
 
 
+async def insert_paced(dsn: str, prefix: str, n: int, rate: float) -> None:
+    """``n`` one-line orders (``<prefix>-<i>``) into Postgres at ``rate`` per second, one
+    transaction each, as the CDC readers see real traffic."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    lines = json.dumps([{"sku": "SKU-0001", "quantity": 1, "unit_price": "11.99"}])
+    t0 = time.monotonic()
+    try:
+        for i in range(n):
+            await conn.execute(
+                "INSERT INTO orders (id, customer_id, country, currency, total, lines) "
+                "VALUES ($1, $2, 'DE', 'EUR', 11.99, $3::jsonb)",
+                f"{prefix}-{i}",
+                f"{prefix}-c-{i}",
+                lines,
+            )
+            delay = t0 + (i + 1) / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+    finally:
+        await conn.close()
+
+
 async def latency(pg: EmbeddedPostgres) -> dict[str, float]:
     return await _latency(pg, LATENCY_RATE, LATENCY_S, "latency", broker_memory=True)
 
@@ -785,7 +809,6 @@ async def latency_mid(pg: EmbeddedPostgres) -> dict[str, float]:
 async def _latency(
     pg: EmbeddedPostgres, rate: float, seconds: float, name: str, broker_memory: bool = False
 ) -> dict[str, float]:
-    import asyncpg
 
     async with Stack(pg, name) as s:
         reader = await s.cdc(BENCH_CDC)
@@ -798,22 +821,8 @@ async def _latency(
         await until(ready, 120)
         await asyncio.sleep(2)
         broker_before = s.broker_rss()
-        conn = await asyncpg.connect(s.dsn)
         n = int(rate * seconds)
-        t0 = time.monotonic()
-        lines = json.dumps([{"sku": "SKU-0001", "quantity": 1, "unit_price": "11.99"}])
-        for i in range(n):
-            await conn.execute(
-                "INSERT INTO orders (id, customer_id, country, currency, total, lines) "
-                "VALUES ($1, $2, 'DE', 'EUR', 11.99, $3::jsonb)",
-                f"lat-{i}",
-                f"lat-c-{i}",
-                lines,
-            )
-            delay = t0 + (i + 1) / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await conn.close()
+        await insert_paced(s.dsn, "lat", n, rate)
 
         async def all_done() -> bool:
             return await asyncio.to_thread(terminal_count, url) >= n
@@ -854,7 +863,6 @@ async def cdc_hop(pg: EmbeddedPostgres) -> dict[str, float]:
 
 
 async def _cdc_hop(pg: EmbeddedPostgres, kind: str) -> dict[str, float]:
-    import asyncpg
 
     async with Stack(pg, f"cdc_{kind}") as s:
         t0 = time.monotonic()
@@ -863,21 +871,7 @@ async def _cdc_hop(pg: EmbeddedPostgres, kind: str) -> dict[str, float]:
         proc = psutil.Process(reader.pid) if kind == "debezium" else None
         await asyncio.sleep(1)  # the snapshot's tail
         cpu0 = sum(proc.cpu_times()[:2]) if proc is not None else 0.0
-        conn = await asyncpg.connect(s.dsn)
-        lines = json.dumps([{"sku": "SKU-0001", "quantity": 1, "unit_price": "11.99"}])
-        t0 = time.monotonic()
-        for i in range(CDC_N):
-            await conn.execute(
-                "INSERT INTO orders (id, customer_id, country, currency, total, lines) "
-                "VALUES ($1, $2, 'DE', 'EUR', 11.99, $3::jsonb)",
-                f"hop-{i}",
-                f"hop-c-{i}",
-                lines,
-            )
-            delay = t0 + (i + 1) / CDC_RATE - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await conn.close()
+        await insert_paced(s.dsn, "hop", CDC_N, CDC_RATE)
         consumer = AIOKafkaConsumer(
             ORDERS_CDC,
             bootstrap_servers=s.broker.bootstrap,

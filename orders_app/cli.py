@@ -326,6 +326,7 @@ async def _start_cdc(settings: Settings, dsn: str, run_dir: Path, *, fresh_broke
     """Real Debezium (``ORDERS_CDC=debezium``, the default with a Java runtime) or the
     built-in reader, started; a missing Java is one line, not an error, unless asked for."""
     from orders_app.cdc.debezium import DebeziumConnect, choose_cdc, java_runtime, missing_part
+    from orders_app.db import drop_idle_slot
 
     kind, note = choose_cdc(settings.cdc, missing_part(java_runtime()))
     if note:
@@ -340,7 +341,7 @@ async def _start_cdc(settings: Settings, dsn: str, run_dir: Path, *, fresh_broke
         )
         # A slot nobody reads holds back WAL forever: the other reader's, from a run with
         # the other ORDERS_CDC, goes.
-        await _drop_idle_slot(dsn, settings.cdc_slot)
+        await drop_idle_slot(dsn, settings.cdc_slot)
         await dbz.start()
         click.echo(f"cdc:      Debezium (started in {dbz.started_in:.1f}s, slot {dbz.slot})")
         return dbz
@@ -353,24 +354,10 @@ async def _start_cdc(settings: Settings, dsn: str, run_dir: Path, *, fresh_broke
         poll_interval=settings.cdc_poll_interval,
         fresh_broker=fresh_broker,
     )
-    await _drop_idle_slot(dsn, DebeziumConnect.default_slot())
+    await drop_idle_slot(dsn, DebeziumConnect.default_slot())
     await reader.start()
     click.echo(f"cdc:      built-in reader (slot {settings.cdc_slot})")
     return reader
-
-
-async def _drop_idle_slot(dsn: str, slot: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-            "WHERE slot_name = $1 AND database = current_database() AND NOT active",
-            slot,
-        )
-    finally:
-        await conn.close()
 
 
 async def _first_failure(

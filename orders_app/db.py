@@ -11,7 +11,9 @@ through CDC (no dual write).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -230,3 +232,29 @@ async def recorded_document(conn: Conn, order_id: str) -> dict[str, Any] | None:
         return None
     document = json.loads(raw)
     return document if isinstance(document, dict) else None
+
+
+async def drop_idle_slot(dsn: str, slot: str, *, wait_s: float = 0.0) -> bool:
+    """Drop replication slot ``slot`` of this database once nothing reads it (waiting up to
+    ``wait_s`` for the walsender of a just-stopped reader to let go); True if dropped.
+
+    A slot nobody reads holds back WAL forever."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            active = await conn.fetchval(
+                "SELECT active FROM pg_replication_slots "
+                "WHERE slot_name = $1 AND database = current_database()",
+                slot,
+            )
+            if active is None:
+                return False
+            if not active:
+                await conn.execute("SELECT pg_drop_replication_slot($1)", slot)
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()

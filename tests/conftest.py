@@ -220,21 +220,9 @@ CDC_READER = os.environ.get("ORDERS_TEST_CDC", "debezium")
 
 
 async def drop_slot(dsn: str, slot: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        # the walsender of a just-stopped reader may take a moment to release the slot
-        for _ in range(50):
-            active = await conn.fetchval(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = $1", slot
-            )
-            if active is None:
-                return
-            if not active:
-                await conn.execute("SELECT pg_drop_replication_slot($1)", slot)
-                return
-            await asyncio.sleep(0.1)
-    finally:
-        await conn.close()
+    from orders_app.db import drop_idle_slot
+
+    await drop_idle_slot(dsn, slot, wait_s=5.0)
 
 
 async def start_debezium(stack: Stack, work_dir: Path, **overrides: str) -> Any:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -84,6 +88,38 @@ async def read_topic(
         return out
     finally:
         await consumer.stop()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_run(
+    data: Path, port: int, *extra: str, rate: str, timeout: float
+) -> tuple[subprocess.Popen[str], str]:
+    """``orders-app run --data <data> <extra>`` on web port ``port`` with the generator at
+    ``rate`` (no inherited ``ORDERS_*``), and what it printed up to its "Ctrl-C" line (or
+    its exit, or ``timeout`` s)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERS_")}
+    env.update(ORDERS_WEB_PORT=str(port), ORDERS_GENERATOR_RATE=rate)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orders_app.cli", "run", "--data", str(data), *extra],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    started = time.monotonic()
+    assert proc.stdout is not None
+    while time.monotonic() - started < timeout:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip())
+        if line.startswith("Ctrl-C"):
+            break
+    return proc, "\n".join(lines)
 
 
 def alive(procs: list[psutil.Process]) -> list[psutil.Process]:

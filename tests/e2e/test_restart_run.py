@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from decimal import Decimal
@@ -25,8 +23,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from tests.conftest import ROOT, free_port
-from tests.support import ahttp
+from tests.conftest import free_port
+from tests.support import ahttp, start_run
 
 pytestmark = pytest.mark.integration
 
@@ -35,27 +33,7 @@ TERMINAL = {"FULFILLED", "REJECTED", "PAYMENT_FAILED", "CANCELLED"}
 
 
 def start(data: Path, port: int, *extra: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERS_")}
-    env.update(ORDERS_WEB_PORT=str(port), ORDERS_GENERATOR_RATE="40")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orders_app.cli", "run", "--data", str(data), *extra],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    started = time.monotonic()
-    assert proc.stdout is not None
-    while time.monotonic() - started < 90:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip())
-        if line.startswith("Ctrl-C"):
-            break
-    output = "\n".join(lines)
+    proc, output = start_run(data, port, *extra, rate="40", timeout=90)
     web = re.search(r"web:\s+(\S+)", output)
     dsn = re.search(r"postgres:\s+(\S+)", output)
     broker = re.search(r"broker:\s+kafka://(\S+)", output)

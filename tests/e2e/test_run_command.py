@@ -4,12 +4,10 @@ from Postgres through CDC to a terminal status, and a clean stop on Ctrl-C."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,8 +15,8 @@ import asyncpg
 import psutil
 import pytest
 
-from tests.conftest import ROOT, free_port
-from tests.support import ahttp
+from tests.conftest import free_port
+from tests.support import ahttp, start_run
 
 pytestmark = pytest.mark.integration
 
@@ -32,28 +30,8 @@ def _listening(port: int) -> bool:
 async def test_run_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     tmp_path.chmod(0o755)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERS_")}
-    env.update(ORDERS_WEB_PORT=str(port), ORDERS_GENERATOR_RATE="50")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orders_app.cli", "run", "--data", str(tmp_path / "data")],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    started = time.monotonic()
+    proc, output = start_run(tmp_path / "data", port, rate="50", timeout=60)
     try:
-        assert proc.stdout is not None
-        while time.monotonic() - started < 60:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line.rstrip())
-            if line.startswith("Ctrl-C"):
-                break
-        output = "\n".join(lines)
         assert "Ctrl-C" in output, output
         web = re.search(r"web:\s+(\S+)", output)
         dsn = re.search(r"postgres:\s+(\S+)", output)
