@@ -242,6 +242,56 @@ def _restore(doc: dict[str, Any] | None, restored: OrderRestored, now: float) ->
     return step
 
 
+def waiting(doc: dict[str, Any] | None) -> bool:
+    """Does the order wait for another step's answer (the fraud decision, stock replies,
+    release acks)?  Cheap: the order agent asks after every step."""
+    if doc is None:
+        return False
+    saga = doc.get("saga")
+    if saga is not None:
+        if saga["state"] == "out_of_stock":
+            return any(ok and sku not in saga["released"] for sku, ok in saga["replies"].items())
+        return bool(saga["state"] == "pending")
+    return doc.get("fraud") is None and doc.get("status") == "CREATED"
+
+
+def awaited(doc: dict[str, Any] | None, now: float) -> list[Out]:
+    """What a waiting order is owed, sent again: its fraud repartition (the fraud step
+    answers a repeated order as it first did), the ``reserve`` commands of skus that have
+    not replied, the ``release`` commands not acknowledged.  Every receiver is idempotent
+    per order, so sending again what was not lost costs a duplicate answer, never a
+    second effect.  Pure; ``[]`` for an order that waits for nothing."""
+    if not waiting(doc):
+        return []
+    assert doc is not None
+    saga = doc.get("saga")
+    if saga is None:
+        if not doc.get("has_details") or "payment_method" not in doc:
+            return []  # (a document from before payment_method was kept: cannot rebuild)
+        order = OrderCreated(
+            order_id=doc["order_id"],
+            customer_id=doc["customer_id"],
+            country=doc["country"],
+            currency=doc["currency"],
+            total=Decimal(doc["total"]),
+            lines=_lines(doc["lines"]),
+            payment_method=doc["payment_method"],
+            created_at=doc["created_at"],
+        )
+        return [Out(ORDERS_BY_CUSTOMER, order.customer_id, order, timestamp=order.created_at)]
+    if saga["state"] == "pending":
+        return [
+            _command("reserve", sku, qty, saga, now)
+            for sku, qty in saga["wanted"].items()
+            if sku not in saga["replies"]
+        ]
+    return [
+        _command("release", sku, saga["wanted"][sku], saga, now)
+        for sku, good in saga["replies"].items()
+        if good and sku not in saga["released"]
+    ]
+
+
 def _command(op: str, sku: str, quantity: int, saga: dict[str, Any], now: float) -> Out:
     return Out(
         STOCK_COMMANDS,
@@ -258,10 +308,7 @@ def _command(op: str, sku: str, quantity: int, saga: dict[str, Any], now: float)
 
 
 def _updated(saga: dict[str, Any], status: str, missing: list[str], now: float) -> Out:
-    lines = [
-        OrderLine(sku=ln["sku"], quantity=int(ln["quantity"]), unit_price=Decimal(ln["unit_price"]))
-        for ln in saga["lines"]
-    ]
+    lines = _lines(saga["lines"])
     return Out(
         "inventory_updated",
         saga["order_id"],
@@ -269,3 +316,11 @@ def _updated(saga: dict[str, Any], status: str, missing: list[str], now: float) 
             order_id=saga["order_id"], status=status, lines=lines, missing=missing, at=now
         ),
     )
+
+
+def _lines(stored: list[dict[str, Any]]) -> list[OrderLine]:
+    """Order lines as a document stores them (strings for money) -> records."""
+    return [
+        OrderLine(sku=ln["sku"], quantity=int(ln["quantity"]), unit_price=Decimal(ln["unit_price"]))
+        for ln in stored
+    ]

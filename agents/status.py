@@ -9,7 +9,9 @@ emits), the document written once, then the outputs sent: ``orders_app-orders-by
 (fraud's repartition), ``payment_successful`` | ``payment_failed``, ``orders_app-stock-commands``
 (key sku), ``inventory_updated``, ``payment_refunded``, ``notification_sent`` and
 ``orders_app-status-by-country`` (key country: each order's terminal change, the analytics
-input and the outcome log).  The agent keeps the name ``status``.
+input and the outcome log).  An order left waiting for another step is noted for the
+re-drive of stalled orders (:mod:`agents.order_redrive`).  The agent keeps the name
+``status``.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from typing import Any
 import faust
 
 from agents.order_flow import advance
+from agents.order_redrive import emit, open_orders
 from orders_app import records
 from orders_app.app import app
 from orders_app.records import DecodeError
 from orders_app.streams import dead_letter, guarded, key_str
 from orders_app.topics import (
-    BY_NAME,
     FRAUD_ALERTS,
     ORDER_CREATED,
     ORDER_RESTORES,
@@ -76,6 +78,7 @@ async def track(stream: Any) -> None:
             step = advance(before, order_id, record, now)
             if step.doc is not None and step.doc != before:
                 order_status[order_id] = step.doc
+                open_orders.moved(order_id, step.doc, now)
             for metric, label in step.firsts:
                 getattr(app.metrics, metric).labels(label).inc()
             for change in step.changes:
@@ -91,8 +94,4 @@ async def track(stream: Any) -> None:
                     if change.status == "FULFILLED":
                         app.metrics.revenue.labels(change.country).inc(float(change.total))
             for out in step.sends:
-                await BY_NAME[out.topic].send(
-                    key=out.key.encode(),
-                    value=records.encode(out.record),
-                    timestamp=out.timestamp,
-                )
+                await emit(out)

@@ -83,6 +83,8 @@ def _with_details(doc: dict[str, Any], order: OrderCreated) -> dict[str, Any]:
             for ln in order.lines
         ],
         "created_at": order.created_at,
+        # kept so a stalled order's fraud check can be asked again (agents.order_redrive)
+        "payment_method": order.payment_method,
         "has_details": True,
     }
 

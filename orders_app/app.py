@@ -21,10 +21,12 @@ from mode import ServiceT
 from orders_app.broker_compat import wanted
 from orders_app.broker_compat.fetch import use_fetch_wait
 from orders_app.broker_compat.group import leave_group_on_stop
+from orders_app.broker_compat.holes import cut_holes
 from orders_app.broker_compat.offsets import correct_highwaters
 from orders_app.db import Database
-from orders_app.faust_patches import skip_guard
+from orders_app.faust_patches import eager_delivery, skip_guard
 from orders_app.faust_patches.gaps import watch_gaps
+from orders_app.faust_patches.skip_guard import on_client_started
 from orders_app.feed import Feed
 from orders_app.logs import logging_config
 from orders_app.metrics import BusinessMetrics
@@ -93,6 +95,7 @@ class OrdersApp(faust.App):
                 fetch_wait_ms=s.fetch_wait_ms,
                 session_timeout_s=s.session_timeout,
                 max_records=s.batch_max,
+                cut_fetch_holes=wanted(s.broker_compat, None),
                 loop=self.loop,
             )
         return self._sink
@@ -119,6 +122,9 @@ class OrdersApp(faust.App):
             correct_highwaters(consumer, self.settings.kafka_bootstrap)
             # Generation-0 groups (Tansu) get no LeaveGroup from aiokafka (group.py).
             leave_group_on_stop(consumer)
+            # Fetch answers that skip a batch not stored yet are cut there (holes.py);
+            # installed first, so the gap detector below sees the answers as cut.
+            on_client_started(consumer, cut_holes)
         # ORDERS_FETCH_WAIT_MS on any broker (Faust has no setting for it); Tansu answers a
         # waiting fetch only when the wait is over, so it matters most there (fetch.py).
         use_fetch_wait(consumer, self.settings.fetch_wait_ms)
@@ -127,6 +133,8 @@ class OrdersApp(faust.App):
         # (skip_guard.py; ORDERS_SKIP_GUARD=false turns it off).
         watch_gaps(self, consumer)
         skip_guard.install(self, consumer, enabled=self.settings.skip_guard)
+        # Per message: no four-task race when the handoff to the agents need not wait.
+        eager_delivery.install(consumer, enabled=self.settings.eager_delivery)
         return consumer
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:

@@ -70,6 +70,13 @@ class BusinessMetrics:
             ["step"],
             registry=r,
         )
+        self.redriven = Counter(
+            "orders_redriven_total",
+            "Stalled orders whose awaited step was asked again (ORDERS_REDRIVE_AFTER), "
+            "by the topic asked",
+            ["topic"],
+            registry=r,
+        )
         self.state_expired = Counter(
             "orders_state_expired_total",
             "Table rows dropped by the retention sweeper (ORDERS_ORDER_RETENTION)",

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
         description="the embedded broker's work-arounds (orders_app/broker_compat/): on, off, "
         "or auto = when the broker is Tansu (probed by `orders-app worker`; on when unprobed)",
     )
+    eager_delivery: bool = Field(
+        True,
+        description="the consumer hands a message to its agents without a task race when "
+        "the handoff need not wait (orders_app/faust_patches/eager_delivery.py)",
+    )
     cython_optimizations: bool = Field(
         False,
         description="Faust's repaired Cython fast paths (stream iterator, conductor)",
@@ -118,6 +123,13 @@ class Settings(BaseSettings):
         timedelta(days=7),
         description="per-order state expires this long after its last change "
         "(seconds, or 7d, 12h, 30m, P7D)",
+    )
+    redrive_after: float = Field(
+        20.0,
+        ge=0,
+        le=3600,
+        description="re-send what an order waits for (fraud check, stock replies) when it has "
+        "not moved for this long (s) while later orders finished; 0 = never",
     )
     embedded_broker_pid: int | None = Field(
         None,

@@ -36,6 +36,7 @@ from tenacity import (
 )
 
 from orders_app.admin import wait_for_topics
+from orders_app.broker_compat.holes import cut_holes
 from orders_app.db import Database
 from orders_app.metrics import BusinessMetrics
 from orders_app.sink_rules import (
@@ -151,6 +152,7 @@ class OutcomeSink(Service):
         fetch_wait_ms: int = 500,
         session_timeout_s: float = 10.0,
         max_records: int = 2000,
+        cut_fetch_holes: bool = False,
         **kw: Any,
     ) -> None:
         self.bootstrap = bootstrap
@@ -161,6 +163,7 @@ class OutcomeSink(Service):
         self.fetch_wait_ms = fetch_wait_ms
         self.session_timeout_s = session_timeout_s
         self.max_records = max_records
+        self.cut_fetch_holes = cut_fetch_holes  # the embedded broker's (broker_compat/holes.py)
         self.consumer: AIOKafkaConsumer | None = None
         self.lock = asyncio.Lock()
         super().__init__(**kw)
@@ -205,6 +208,8 @@ class OutcomeSink(Service):
             heartbeat_interval_ms=max(100, int(self.session_timeout_s * 1000) // 4),
         )
         await consumer.start()
+        if self.cut_fetch_holes:
+            cut_holes(consumer)
         while not self.should_stop:
             started = time.monotonic()
             await self._step(timeout_ms=500)

@@ -3,10 +3,11 @@
 Each module names the defect it answers (DESIGN.md, "The embedded stack's contract") and
 is tested: ``offsets`` (ListOffsets reports a partition's end as the last batch's first
 offset + 1), ``group`` (generation-0 groups get no LeaveGroup), ``fetch`` (a waiting
-Fetch is held for the whole wait).  :func:`wanted` decides whether they apply: always with
-``ORDERS_BROKER_COMPAT=on``, never with ``off``, and with ``auto`` (the default) when the
-broker is the embedded one - it says so in its cluster id - as probed before the worker
-starts (``orders_app/preflight.py``).
+Fetch is held for the whole wait), ``holes`` (a Fetch answer can skip a batch whose
+offsets were taken but which is not stored yet).  :func:`wanted` decides whether they
+apply: always with ``ORDERS_BROKER_COMPAT=on``, never with ``off``, and with ``auto``
+(the default) when the broker is the embedded one - it says so in its cluster id - as
+probed before the worker starts (``orders_app/preflight.py``).
 """
 
 from __future__ import annotations

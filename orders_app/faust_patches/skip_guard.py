@@ -322,7 +322,7 @@ def guard_fetched_records(client: Any) -> None:
     fetcher._live_guarded = True
 
 
-def on_client_started(consumer: Any, hook: Callable[[Any], None]) -> None:
+def on_client_started(consumer: Any, hook: Callable[[Any], object]) -> None:
     """Call ``hook(client)`` on the aiokafka consumer a Faust consumer creates, once
     that client has started (its fetcher exists only then)."""
     thread = consumer._thread  # creates the aiokafka consumer when it starts

@@ -48,6 +48,7 @@ from agents.analytics import aggregate
 from agents.cdc import orders_changes, products_changes
 from agents.fraud import check
 from agents.inventory import stock_commands
+from agents.order_redrive import open_orders, redrive_once
 from agents.payment_rules import charge_id_for
 from agents.status import track
 from orders_app import records
@@ -293,6 +294,8 @@ def pipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeline]:
     monkeypatch.setattr(app, "_consumer", None)
     flow_control = app.__dict__.pop("flow_control", None)
     monkeypatch.setattr(corrections, "pending", corrections.Pending())
+    monkeypatch.setattr(open_orders, "since", {})
+    monkeypatch.setattr(open_orders, "finished", 0.0)
     for table in app.tables.values():
         monkeypatch.setattr(table, "_data", table._new_store_by_url("memory://"))
         monkeypatch.setattr(table, "_partition_timestamps", defaultdict(list))
@@ -532,6 +535,69 @@ async def test_order_agent_dead_letters_what_it_cannot_decode(pipeline: Pipeline
     assert letter.payload == b'{"order_id": "ord-9"}'
     assert "missing" in letter.error
     assert set(data(order_status)) == {"ord-1"}
+
+
+REDRIVE_AFTER = 20.0
+
+
+async def test_an_overtaken_order_waiting_for_fraud_is_sent_to_fraud_again(
+    pipeline: Pipeline,
+) -> None:
+    """Its fraud repartition was lost (a broker hole): once a later order has finished and
+    it has not moved for ORDERS_REDRIVE_AFTER, the same order goes to fraud again."""
+    lost, later = order("ord-1"), order("ord-2", lines=[line("SKU-A", 1)], customer_id="c-2")
+    async with pipeline.run(track) as agent:
+        await agent.process(ORDER_CREATED, b"ord-1", enc(lost))
+        pipeline.clear()  # the orders-by-customer record never reaches fraud
+        now = time.time()
+        # nothing is due while no later order has finished (it may only be queued)
+        assert await redrive_once(now + REDRIVE_AFTER, REDRIVE_AFTER) == 0
+        await agent.process(ORDER_CREATED, b"ord-2", enc(later))
+        await agent.process(ORDER_VALIDATED, b"ord-2", enc(validated(later)))
+        await agent.process(STOCK_REPLIES, b"ord-2", enc(reply(later, "SKU-A", 1, ok=True)))
+        assert data(order_status)["ord-2"]["status"] == "FULFILLED"
+        pipeline.clear()
+        assert await redrive_once(now + REDRIVE_AFTER / 2, REDRIVE_AFTER) == 0  # not yet
+        assert await redrive_once(now + REDRIVE_AFTER + 1, REDRIVE_AFTER) == 1
+        [again] = pipeline.sent()
+        assert (again.topic, again.key, again.timestamp) == (BY_CUSTOMER, "cust-1", lost.created_at)
+        assert again.record() == lost
+        # asked again: not again before another ORDERS_REDRIVE_AFTER
+        pipeline.clear()
+        assert await redrive_once(now + REDRIVE_AFTER + 2, REDRIVE_AFTER) == 0
+        # the decision arrives: the order goes on and waits for its stock replies
+        await agent.process(ORDER_VALIDATED, b"ord-1", enc(validated(lost)))
+        assert [s.topic for s in pipeline.sent()] == [
+            "payment_successful",
+            STOCK_COMMANDS,
+            STOCK_COMMANDS,
+        ]
+    assert "ord-1" in open_orders.since
+
+
+async def test_an_overtaken_order_waiting_for_stock_asks_the_silent_skus_again(
+    pipeline: Pipeline,
+) -> None:
+    o, later = order("ord-1"), order("ord-2", lines=[line("SKU-A", 1)], customer_id="c-2")
+    async with pipeline.run(track) as agent:
+        await agent.process(ORDER_CREATED, b"ord-1", enc(o))
+        await agent.process(ORDER_VALIDATED, b"ord-1", enc(validated(o)))
+        await agent.process(STOCK_REPLIES, b"ord-1", enc(reply(o, "SKU-A", 2, ok=True)))
+        now = time.time()  # SKU-B's reserve (or its reply) is lost
+        for step in (ORDER_CREATED, ORDER_VALIDATED):
+            rec = later if step == ORDER_CREATED else validated(later)
+            await agent.process(step, b"ord-2", enc(rec))
+        await agent.process(STOCK_REPLIES, b"ord-2", enc(reply(later, "SKU-A", 1, ok=True)))
+        pipeline.clear()
+        assert await redrive_once(now + REDRIVE_AFTER + 1, REDRIVE_AFTER) == 1
+        [again] = pipeline.sent()
+        cmd = again.record()
+        assert (again.topic, again.key) == (STOCK_COMMANDS, "SKU-B")
+        assert (cmd.op, cmd.sku, cmd.quantity, cmd.order_id) == ("reserve", "SKU-B", 1, "ord-1")
+        # the reply comes: the order is fulfilled and waits for nothing more
+        await agent.process(STOCK_REPLIES, b"ord-1", enc(reply(o, "SKU-B", 1, ok=True)))
+    assert data(order_status)["ord-1"]["status"] == "FULFILLED"
+    assert open_orders.since == {}
 
 
 async def test_restored_order_is_not_run_again(pipeline: Pipeline) -> None:
