@@ -60,7 +60,7 @@ async def _aggregate(batch: list[tuple[Any, StatusChanged]]) -> None:
                 ledgers[change.order_id] = analytics_ledger.get(change.order_id)
     result = apply_batch(current, ledgers, [change for _event, change in batch])
     # Ledgers first: after a crash between the two, the rebuild from the ledgers
-    # (agents.reconcile) corrects the country totals.
+    # (tables/rebuild.py) corrects the country totals.
     for order_id, ledger in result.ledgers.items():
         with in_partition_of(of_order[order_id]):
             analytics_ledger[order_id] = ledger

@@ -5,8 +5,9 @@ Per country: ``orders`` (each order counted once, when first seen: its terminal
 change), ``revenue`` (sum of totals of FULFILLED orders, Decimal), ``by_status``
 (terminal statuses, each order once),
 ``average_order_value`` (revenue / fulfilled orders), and ``windows``: per minute of the
-order's commit time, orders and revenue, kept for ``WINDOW_RETENTION_S``.  A per-order
-ledger makes every count idempotent under redelivery.
+order's commit time, orders and revenue, kept for ``WINDOW_RETENTION_S``
+(:mod:`orders_app.ledgers`).  A per-order ledger makes every count idempotent under
+redelivery.
 """
 
 from __future__ import annotations
@@ -17,13 +18,8 @@ from decimal import Decimal
 from typing import Any
 
 from orders_app.country_totals import WINDOW_S
+from orders_app.ledgers import empty_stats, prune_windows
 from orders_app.records import OrderStatus, StatusChanged
-
-WINDOW_RETENTION_S = 3600
-
-
-def empty_stats(country: str) -> dict[str, Any]:
-    return {"country": country, "orders": 0, "revenue": "0", "by_status": {}, "windows": {}}
 
 
 def counts(change: StatusChanged) -> bool:
@@ -121,42 +117,6 @@ def _apply(stats: dict[str, Any], ledger: dict[str, Any], change: StatusChanged)
         changed = True
     if changed:
         stats["windows"][key] = window
-        # what a rebuild from the ledger needs (see stats_from_ledger)
+        # what a rebuild from the ledger needs (see orders_app.ledgers.stats_from_ledger)
         ledger.update(country=change.country, total=str(change.total), window=start)
     return changed
-
-
-def prune_windows(stats: dict[str, Any]) -> None:
-    """Keep the windows of the last ``WINDOW_RETENTION_S`` (by the newest window)."""
-    if not stats["windows"]:
-        return
-    newest = max(int(k) for k in stats["windows"])
-    stats["windows"] = {
-        k: v for k, v in stats["windows"].items() if int(k) > newest - WINDOW_RETENTION_S
-    }
-
-
-def stats_from_ledger(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Rebuild every country's stats from the per-order ledger entries.
-
-    The ledger entry of an order is one record, so it is exact after a crash; the
-    country totals are a second record and may lag or lead it by one order.  Rebuilding
-    from the ledger after recovery makes the totals exact again."""
-    out: dict[str, dict[str, Any]] = {}
-    for e in entries:
-        if not e.get("counted") or "country" not in e:
-            continue
-        stats = out.setdefault(e["country"], empty_stats(e["country"]))
-        key = str(e["window"])
-        window = stats["windows"].setdefault(key, {"orders": 0, "revenue": "0"})
-        stats["orders"] += 1
-        window["orders"] += 1
-        status = e.get("terminal")
-        if status:
-            stats["by_status"][status] = stats["by_status"].get(status, 0) + 1
-            if status == OrderStatus.FULFILLED:
-                stats["revenue"] = str(Decimal(stats["revenue"]) + Decimal(e["total"]))
-                window["revenue"] = str(Decimal(window["revenue"]) + Decimal(e["total"]))
-    for stats in out.values():
-        prune_windows(stats)
-    return out

@@ -137,17 +137,3 @@ def saga_released(saga: dict[str, Any], sku: str) -> tuple[dict[str, Any], bool]
         new["state"] = "released"
         return new, True
     return new, False
-
-
-def reserved_from_ledger(entries: list[tuple[str, dict[str, Any]]]) -> dict[str, int]:
-    """Units currently reserved per sku, from ``("sku|order_id", entry)`` ledger items.
-
-    A ledger entry is one record, exact after a crash; the sku's counters are another
-    record.  After recovery the counters are set from this sum (see agents.reconcile)."""
-    out: dict[str, int] = {}
-    for key, entry in entries:
-        sku = key.rpartition("|")[0]
-        out.setdefault(sku, 0)
-        if entry.get("state") == "reserved":
-            out[sku] += int(entry["quantity"])
-    return out

@@ -15,9 +15,9 @@ waits for sent again (:func:`agents.order_flow.awaited`): its fraud repartition,
 Every receiver answers a repeat as it answered the first time, so a re-send that was not
 needed costs a duplicate answer, never a second charge, reservation or notification.
 
-The index is in memory, per worker: after each rebalance it is rebuilt from the local
-``order_status`` partitions (orders waiting there, as of now), so an order stalled on a
-worker that died is re-driven by its new owner.
+The index is in memory, per worker: after each rebalance it starts afresh and a scan of
+the local ``order_status`` partitions (in a thread, beside the agents) adds the orders
+waiting there, so an order stalled on a worker that died is re-driven by its new owner.
 Input: the order agent's documents.  Output: ``orders_app-orders-by-customer`` (key
 customer_id), ``orders_app-stock-commands`` (key sku); one WARNING line and
 ``orders_redriven_total{topic}`` per re-send.
@@ -32,12 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.order_flow import Out, awaited, waiting
-from agents.reconcile import rows
 from orders_app import records
 from orders_app.app import app
 from orders_app.topics import BY_NAME
 from tables.order_status import order_status
-from tables.outside_stream import has_raw_store
+from tables.outside_stream import has_raw_store, rows
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +64,11 @@ class OpenOrders:
     def reset(self, waiting_ids: list[str], now: float) -> None:
         self.since = dict.fromkeys(waiting_ids, now)
         self.finished = 0.0
+
+    def add(self, waiting_ids: list[str], now: float) -> None:
+        """Orders found waiting by a scan (kept when already noted since)."""
+        for order_id in waiting_ids:
+            self.since.setdefault(order_id, now)
 
 
 open_orders = OpenOrders()
@@ -105,14 +109,33 @@ def _waiting_ids() -> list[str]:
     return [key for key, _at, doc in rows(order_status) if waiting(doc)]
 
 
+async def reindex() -> None:
+    """Note the orders waiting on the partitions this worker owns now."""
+    started = time.time()
+    try:
+        if has_raw_store(order_status):
+            found = await asyncio.to_thread(_waiting_ids)
+        else:
+            found = _waiting_ids()
+    except Exception:  # the next rebalance scans again; the agents go on meanwhile
+        log.exception("re-drive: could not scan the order documents")
+        return
+    open_orders.add(found, started)
+
+
+_scans: set[asyncio.Task[None]] = set()
+
+
 @app.on_rebalance_complete.connect  # type: ignore[arg-type]
-async def reindex(sender: Any, **kwargs: Any) -> None:
-    """The orders waiting on the partitions this worker owns now."""
-    if has_raw_store(order_status):
-        found = await asyncio.to_thread(_waiting_ids)
-    else:
-        found = _waiting_ids()
-    open_orders.reset(found, time.time())
+async def on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
+    """Start afresh: what was noted may belong to another worker now.  The scan of the
+    order documents runs beside the agents (Faust awaits this handler before it resumes
+    them; nothing here needs to be ready by then), and what it finds is added to what
+    the order agent notes meanwhile."""
+    open_orders.reset([], time.time())
+    scan = asyncio.create_task(reindex())
+    _scans.add(scan)
+    scan.add_done_callback(_scans.discard)
 
 
 @app.task  # type: ignore[untyped-decorator]

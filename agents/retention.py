@@ -12,7 +12,7 @@ before now - retention: locally and with a changelog tombstone (tables/outside_s
 - ``stock_ledger`` (key sku|order_id) and ``analytics_ledger`` (key order_id): first
   folded into the ``stock`` / ``country_stats`` record of their sku / country (same
   partition), that write acknowledged by the broker, then dropped; the rebuild after a
-  recovery (agents.reconcile) adds the archive, so it stays exact.
+  recovery (tables/rebuild.py) adds the archive, so it stays exact.
 Input: the local stores.  Output: tombstones (and folded records) on the changelogs.
 No ``await`` between reading a row and writing it (the agents share the event loop);
 the walk yields to the loop every few hundred rows and stops at a rebalance.  A
@@ -184,7 +184,7 @@ def _holds_stock(entry: dict[str, Any]) -> bool:
 
 
 def _sku_of(key: str, entry: dict[str, Any]) -> str:
-    return key.rpartition("|")[0]  # as agents.inventory_rules.reserved_from_ledger
+    return key.rpartition("|")[0]  # as orders_app.ledgers.reserved_from_ledger
 
 
 def _country_of(key: str, entry: dict[str, Any]) -> str:

@@ -14,11 +14,9 @@ deletion a crash lost is not counted twice, and one folded is never counted agai
 from __future__ import annotations
 
 from collections.abc import Iterable
-from decimal import Decimal
 from typing import Any
 
-from agents.analytics_rules import empty_stats, prune_windows, stats_from_ledger
-from agents.inventory_rules import reserved_from_ledger
+from orders_app.ledgers import add_stats, empty_stats, live_entries, stats_from_ledger, watermark
 
 #: How often a worker sweeps, as a share of the retention (rows live at most
 #: retention * (1 + 1/SWEEPS_PER_RETENTION)), and its bounds.
@@ -35,19 +33,6 @@ def expired(at: float | None, cutoff: float) -> bool:
     """Whether a row last written at ``at`` is older than ``cutoff`` (now - retention).
     An unstamped row (written before stamps existed) never expires by itself."""
     return at is not None and at < cutoff
-
-
-def watermark(record: dict[str, Any] | None) -> float:
-    return float((record or {}).get("archived_before", 0.0))
-
-
-def live_entries(
-    entries: Iterable[tuple[str, float | None, dict[str, Any]]], record: dict[str, Any] | None
-) -> list[tuple[str, dict[str, Any]]]:
-    """The ledger entries not yet in the record's ``archived`` (stamped at or after its
-    watermark; unstamped ones are live)."""
-    mark = watermark(record)
-    return [(key, entry) for key, at, entry in entries if at is None or at >= mark]
 
 
 # -- stock -----------------------------------------------------------------------------
@@ -75,38 +60,7 @@ def fold_stock(
     }
 
 
-def reserved_with_archive(
-    stock: dict[str, Any] | None, entries: Iterable[tuple[str, float | None, dict[str, Any]]]
-) -> int:
-    """Units the sku holds reserved, rebuilt: archived + the live ledger entries."""
-    units = sum(reserved_from_ledger(live_entries(entries, stock)).values())
-    return int((stock or {}).get("archived", 0)) + units
-
-
 # -- country stats ---------------------------------------------------------------------
-
-
-def add_stats(base: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
-    """Two countries' stats summed (orders, revenue, by_status, windows), pruned."""
-    out = {
-        **base,
-        "orders": int(base["orders"]) + int(more["orders"]),
-        "revenue": str(Decimal(base["revenue"]) + Decimal(more["revenue"])),
-        "by_status": dict(base["by_status"]),
-        "windows": {k: dict(v) for k, v in base["windows"].items()},
-    }
-    for status, n in more["by_status"].items():
-        out["by_status"][status] = out["by_status"].get(status, 0) + n
-    for key, window in more["windows"].items():
-        mine = out["windows"].setdefault(key, {"orders": 0, "revenue": "0"})
-        mine["orders"] += window["orders"]
-        mine["revenue"] = str(Decimal(mine["revenue"]) + Decimal(window["revenue"]))
-    prune_windows(out)
-    return out
-
-
-def _bare(stats: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in stats.items() if k not in {"archived", "archived_before"}}
 
 
 def fold_country(
@@ -124,25 +78,3 @@ def fold_country(
     if folded is not None:
         archived = add_stats(archived, folded)
     return {**stats, "archived": archived, "archived_before": max(watermark(stats), cutoff)}
-
-
-def stats_with_archive(
-    country: str,
-    stats: dict[str, Any] | None,
-    entries: Iterable[tuple[str, float | None, dict[str, Any]]],
-) -> dict[str, Any] | None:
-    """The country's stats rebuilt: archived + the live ledger entries, carrying the
-    record's archive fields; None when neither has anything."""
-    rebuilt = stats_from_ledger([e for _k, e in live_entries(entries, stats)]).get(country)
-    archived = (stats or {}).get("archived")
-    if archived is not None:
-        rebuilt = add_stats(_bare(archived), rebuilt) if rebuilt else _bare(archived)
-    if rebuilt is None:
-        return None
-    if stats is not None and "archived" in stats:
-        rebuilt = {
-            **rebuilt,
-            "archived": stats["archived"],
-            "archived_before": stats["archived_before"],
-        }
-    return rebuilt

@@ -68,7 +68,7 @@ from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models import TopicConfig
 from quixstreams.models.topics import Topic
 
-from agents.analytics_rules import WINDOW_RETENTION_S, window_start
+from agents.analytics_rules import window_start
 from agents.cdc_rules import is_tombstone, order_change, parse_time, product_change, unwrap
 from agents.fraud_rules import FraudLimits, add_to_window, evaluate, reason, score, window_as_of
 from agents.inventory_rules import (
@@ -83,6 +83,7 @@ from agents.inventory_rules import (
 from agents.notification_rules import TEMPLATES, notification_id
 from agents.payment_rules import gateway_charge
 from orders_app.country_totals import WINDOW_S, average_order_value
+from orders_app.ledgers import WINDOW_RETENTION_S
 from orders_app.records import DecodeError, OrderCreated, OrderStatus, from_dict
 
 log = logging.getLogger("bench.quix_pipeline")

@@ -1,6 +1,6 @@
 """Corrections of derived counters after recovery, and the views that apply them.
 
-Rule: the recovery rebuild (agents/reconcile.py) recomputes ``stock`` reserved/available
+Rule: the recovery rebuild (tables/rebuild.py) recomputes ``stock`` reserved/available
 and ``country_stats`` from their per-order ledgers and leaves what differs in
 :data:`pending`; a table can only be written from a stream, so the stock and analytics
 agents write a correction with the next event of its key (:func:`take_stock_fix`,

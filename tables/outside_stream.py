@@ -1,5 +1,5 @@
 """Reading and writing a table's local partitions outside a stream (the retention
-sweeper and the post-recovery rebuild).
+sweeper, the post-recovery rebuild, the re-drive's index of waiting orders).
 
 Rule: Faust writes a table only from inside a stream (``Store._set`` asserts a current
 event; the changelog partition is the event's).  A background job that owns a partition
@@ -23,6 +23,8 @@ from typing import Any
 
 from faust.stores.rocksdb import Store as RocksStore
 from faust.types import TP
+
+from tables import loads_value, stamp_of
 
 
 def _store(table: Any) -> RocksStore | None:
@@ -90,3 +92,19 @@ def delete_raw(table: Any, partition: int, key: bytes) -> Any:
     return _table(table).send_changelog(
         partition, key, None, key_serializer="raw", value_serializer="raw"
     )
+
+
+Row = tuple[str, float | None, dict[str, Any]]
+
+
+def rows(table: Any) -> list[Row]:
+    """Every local row of the partitions this worker owns: (key, write time, value).
+    A memory store has no stamps (write time None: nothing there has expired)."""
+    if not has_raw_store(table):
+        return [(k, None, v) for k, v in table.items()]
+    partitions = active_partitions(table)
+    return [
+        (key.decode(), stamp_of(raw), loads_value(raw))
+        for p in partitions
+        for key, raw in raw_items(table, p)
+    ]

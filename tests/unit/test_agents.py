@@ -48,7 +48,7 @@ from agents.analytics import aggregate
 from agents.cdc import orders_changes, products_changes
 from agents.fraud import check
 from agents.inventory import stock_commands
-from agents.order_redrive import open_orders, redrive_once
+from agents.order_redrive import _scans, on_rebalance_complete, open_orders, redrive_once
 from agents.payment_rules import charge_id_for
 from agents.status import track
 from orders_app import records
@@ -598,6 +598,30 @@ async def test_an_overtaken_order_waiting_for_stock_asks_the_silent_skus_again(
         await agent.process(STOCK_REPLIES, b"ord-1", enc(reply(o, "SKU-B", 1, ok=True)))
     assert data(order_status)["ord-1"]["status"] == "FULFILLED"
     assert open_orders.since == {}
+
+
+async def test_after_a_rebalance_the_waiting_orders_are_found_in_the_table(
+    pipeline: Pipeline,
+) -> None:
+    """A worker that takes over a partition re-drives the orders stalled there."""
+    waiting, done = order("ord-1"), order("ord-2", lines=[line("SKU-A", 1)], customer_id="c-2")
+    async with pipeline.run(track) as agent:
+        await agent.process(ORDER_CREATED, b"ord-1", enc(waiting))
+        await agent.process(ORDER_CREATED, b"ord-2", enc(done))
+        rejected = FraudAlert(
+            order_id="ord-2",
+            customer_id="c-2",
+            country="DE",
+            rules=["max_total"],
+            score=0.9,
+            reason="order total above the limit",
+            at=done.created_at + 0.1,
+        )
+        await agent.process(FRAUD_ALERTS, b"ord-2", enc(rejected))
+    open_orders.since = {"elsewhere": 1.0}  # noted before the rebalance
+    await on_rebalance_complete(None)
+    await asyncio.gather(*_scans)
+    assert set(open_orders.since) == {"ord-1"}
 
 
 async def test_restored_order_is_not_run_again(pipeline: Pipeline) -> None:

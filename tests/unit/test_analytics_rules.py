@@ -10,13 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.analytics_rules import (
-    WINDOW_RETENTION_S,
     WINDOW_S,
     apply_batch,
     apply_change,
     counts,
-    stats_from_ledger,
 )
+from orders_app.ledgers import WINDOW_RETENTION_S, stats_from_ledger
 from orders_app.records import StatusChanged
 
 STATUSES = [("CREATED", False), ("PAID", False), ("FULFILLED", True), ("REJECTED", True)]

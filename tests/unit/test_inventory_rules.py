@@ -412,7 +412,7 @@ def test_stock_never_negative_and_available_plus_reserved_is_total(
 
 
 def test_reserved_from_ledger_sums_only_live_reservations() -> None:
-    from agents.inventory_rules import reserved_from_ledger
+    from orders_app.ledgers import reserved_from_ledger
     from orders_app.stock_levels import with_reserved
 
     entries = [

@@ -1,5 +1,5 @@
-"""Reconciliation after recovery: agents/reconcile.py (``rows``, ``corrections``,
-``rebuild``) and the corrections it leaves for the agents and views
+"""Reconciliation after recovery: tables/rebuild.py (``corrections``, ``rebuild``),
+``rows`` (tables/outside_stream.py) and the corrections it leaves for the agents and views
 (tables/corrections.py).  No broker: table reads are monkeypatched and the module-global
 ``pending`` is reset after every test.  The archive cases of ``corrections`` are in
 tests/unit/test_retention_rules.py.
@@ -15,13 +15,15 @@ from typing import Any
 
 import pytest
 
-import agents.reconcile as reconcile
 import tables.corrections as corrections
-from agents.analytics_rules import apply_change, stats_from_ledger
-from agents.reconcile import corrections as find_corrections
+import tables.rebuild as reconcile
+from agents.analytics_rules import apply_change
+from orders_app.ledgers import stats_from_ledger
 from orders_app.records import OrderStatus, StatusChanged
-from tables import dumps_stamped
+from tables import dumps_stamped, outside_stream
 from tables.country_stats import country_stats
+from tables.outside_stream import rows
+from tables.rebuild import corrections as find_corrections
 from tables.stock import stock
 
 Row = tuple[str, float | None, dict[str, Any]]
@@ -72,7 +74,7 @@ class _MemoryTable(dict[str, Any]):
 
 def test_rows_of_a_memory_store_are_unstamped() -> None:
     table = _MemoryTable({"SKU-1": _stock(2), "SKU-2": _stock(0)})
-    assert reconcile.rows(table) == [("SKU-1", None, _stock(2)), ("SKU-2", None, _stock(0))]
+    assert rows(table) == [("SKU-1", None, _stock(2)), ("SKU-2", None, _stock(0))]
 
 
 def test_rows_of_a_raw_store_are_the_owned_partitions_decoded(
@@ -84,10 +86,10 @@ def test_rows_of_a_raw_store_are_the_owned_partitions_decoded(
         2: [(b"SKU-2|o2", b'{"state":"released","quantity":1}')],  # written before stamps
     }
     table = object()
-    monkeypatch.setattr(reconcile, "has_raw_store", lambda t: t is table)
-    monkeypatch.setattr(reconcile, "active_partitions", lambda t: [0, 2])  # 1: a standby
-    monkeypatch.setattr(reconcile, "raw_items", lambda t, p: iter(stored[p]))
-    assert reconcile.rows(table) == [
+    monkeypatch.setattr(outside_stream, "has_raw_store", lambda t: t is table)
+    monkeypatch.setattr(outside_stream, "active_partitions", lambda t: [0, 2])  # 1: a standby
+    monkeypatch.setattr(outside_stream, "raw_items", lambda t, p: iter(stored[p]))
+    assert rows(table) == [
         ("SKU-1|o1", 1700.5, {"state": "reserved", "quantity": 2}),
         ("SKU-2|o2", None, {"state": "released", "quantity": 1}),
     ]
@@ -201,12 +203,12 @@ async def test_rebuild_on_a_memory_store_scans_on_the_loop_and_sets_pending(
     }
     scans: list[tuple[str, bool]] = []
 
-    def rows(table: Any) -> list[Row]:
+    def scanned(table: Any) -> list[Row]:
         scans.append((threading.current_thread().name, corrections.scan_lock.locked()))
         return data[table]
 
     monkeypatch.setattr(reconcile, "has_raw_store", lambda table: False)
-    monkeypatch.setattr(reconcile, "rows", rows)
+    monkeypatch.setattr(reconcile, "rows", scanned)
     corrections.pending.stock = {"SKU-OLD": 1}  # left by an earlier rebalance
     with caplog.at_level(logging.WARNING, logger=reconcile.__name__):
         await reconcile.rebuild(None)

@@ -1,5 +1,5 @@
 """Retention: write stamps (tables), expiry and the ledger folds that keep the rebuild
-after recovery exact (agents/retention_rules.py, agents/reconcile.corrections)."""
+after recovery exact (agents/retention_rules.py, tables/rebuild.corrections)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,17 @@ from typing import Any
 
 from agents.analytics_rules import apply_change
 from agents.inventory_rules import reserve, set_total
-from agents.reconcile import corrections
 from agents.retention_rules import (
     expired,
     fold_country,
     fold_stock,
-    reserved_with_archive,
-    stats_with_archive,
     sweep_interval,
 )
+from orders_app.ledgers import reserved_with_archive, stats_with_archive
 from orders_app.records import OrderStatus, StatusChanged
 from orders_app.stock_levels import with_reserved
 from tables import Stamped, StampedJson, dumps_stamped, loads_value, stamp_of
+from tables.rebuild import corrections
 
 
 def test_stamp_round_trip_and_unstamped_values() -> None:
@@ -158,7 +157,7 @@ async def test_the_rebuild_scans_in_a_thread_not_in_the_event_loop(
 ) -> None:
     import threading
 
-    import agents.reconcile as reconcile
+    import tables.rebuild as reconcile
 
     seen: list[str] = []
 

@@ -417,7 +417,8 @@ def test_view_shape(mk) -> None:
 
 
 def test_country_stats_rebuilt_from_ledger_equal_incremental(mk) -> None:
-    from agents.analytics_rules import apply_change, stats_from_ledger
+    from agents.analytics_rules import apply_change
+    from orders_app.ledgers import stats_from_ledger
 
     stats: dict = {}
     ledgers: dict = {}

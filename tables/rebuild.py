@@ -1,4 +1,4 @@
-"""Reconciliation after recovery: derived counters rebuilt from per-order ledgers.
+"""The rebuild after recovery: derived counters recomputed from per-order ledgers.
 
 Rule: without transactions (the embedded broker has none) a crash can persist one of two
 changelog records written for one event and lose the other.  Every effect is recorded
@@ -7,9 +7,10 @@ quantity) and ``analytics_ledger`` (order -> country, total, terminal status).  
 rebalance's recovery completes, before streams resume, the derived counters (``stock``
 reserved/available, ``country_stats``) are recomputed from the ledgers of this worker's
 partitions; a corrected value is written by the next event for that key (tables can only
-be written from a stream) and served by the views meanwhile.  Expired ledger entries
-live on in their counter's ``archived`` part (agents.retention_rules): the rebuild is the
-archive plus the entries stamped at or after its watermark.
+be written from a stream) and served by the views meanwhile (tables/corrections.py).
+Expired ledger entries live on in their counter's ``archived`` part (agents/retention_rules.py):
+the rebuild is the archive plus the entries stamped at or after its watermark
+(orders_app/ledgers.py).
 The scan runs in a thread, not in the event loop (heartbeats and the web stay served);
 Faust awaits this handler before it resumes the streams, so no agent writes meanwhile,
 and ``scan_lock`` keeps the retention sweeper out.
@@ -23,31 +24,15 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from agents.retention_rules import reserved_with_archive, stats_with_archive
 from orders_app.app import app
-from tables import loads_value, stamp_of
-from tables.corrections import Pending, pending, scan_lock
+from orders_app.ledgers import reserved_with_archive, stats_with_archive
+from tables import corrections as _corrections
+from tables.corrections import Pending, scan_lock
 from tables.country_stats import analytics_ledger, country_stats
-from tables.outside_stream import active_partitions, has_raw_store, raw_items
+from tables.outside_stream import Row, has_raw_store, rows
 from tables.stock import stock, stock_ledger
 
 log = logging.getLogger(__name__)
-
-
-Row = tuple[str, float | None, dict[str, Any]]
-
-
-def rows(table: Any) -> list[Row]:
-    """Every local row of the partitions this worker owns: (key, write time, value).
-    A memory store has no stamps (write time None: nothing there has expired)."""
-    if not has_raw_store(table):
-        return [(k, None, v) for k, v in table.items()]
-    partitions = active_partitions(table)
-    return [
-        (key.decode(), stamp_of(raw), loads_value(raw))
-        for p in partitions
-        for key, raw in raw_items(table, p)
-    ]
 
 
 def corrections(
@@ -90,6 +75,7 @@ async def rebuild(sender: Any, **kwargs: Any) -> None:
             found = corrections(*(rows(t) for t in tables))
         else:
             found = await asyncio.to_thread(lambda: corrections(*(rows(t) for t in tables)))
+    pending = _corrections.pending
     pending.stock, pending.countries = found.stock, found.countries
     if pending.stock or pending.countries:
         log.warning(
