@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from tests.support import ahttp
+from tests.support import ahttp, eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every random choice of a test (a kill moment, a victim, a generated mix) comes from this
@@ -183,17 +182,16 @@ class WorkerPool:
         return worker
 
     async def wait_ready(self, worker: Worker, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        async def ready() -> bool:
             if worker.proc.poll() is not None:
-                raise AssertionError(
-                    f"worker exited {worker.proc.returncode}:\n{worker.log_tail()}"
-                )
+                raise AssertionError(f"worker exited {worker.proc.returncode}")
             status, _body, _ = await ahttp("GET", worker.url + "/ready", timeout=2)
-            if status == 200:
-                return
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"worker not ready in {timeout}s:\n{worker.log_tail()}")
+            return status == 200
+
+        try:
+            await eventually(ready, timeout, 0.2, what="worker ready")
+        except AssertionError as err:  # it exited, or was not ready in time
+            raise AssertionError(f"{err}:\n{worker.log_tail()}") from None
 
     def stop(self, worker: Worker, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
         if worker.proc.poll() is None:

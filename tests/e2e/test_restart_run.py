@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from tests.conftest import free_port
-from tests.support import ahttp, start_run
+from tests.support import ahttp, eventually, start_run
 
 pytestmark = pytest.mark.integration
 
@@ -108,20 +108,25 @@ async def test_a_restarted_stack_runs_no_order_twice(tmp_path: Path) -> None:
 
         # every order in Postgres ends terminal, recorded by the outcome sink
         conn = await asyncpg.connect(urls["dsn"])
+        ids: set[str] = set()
+        outcomes: dict[str, Any] = {}
+        done: set[str] = set()
+
+        async def all_terminal() -> bool:
+            nonlocal ids, outcomes, done
+            ids = {r["id"] for r in await conn.fetch("SELECT id FROM orders")}
+            outcomes = {
+                r["order_id"]: r
+                for r in await conn.fetch(
+                    "SELECT order_id, status, country, total FROM order_status_view"
+                )
+            }
+            done = {o for o, r in outcomes.items() if r["status"] in TERMINAL}
+            return ids <= done
+
         try:
-            deadline = time.monotonic() + 90
-            while True:
-                ids = {r["id"] for r in await conn.fetch("SELECT id FROM orders")}
-                outcomes = {
-                    r["order_id"]: r
-                    for r in await conn.fetch(
-                        "SELECT order_id, status, country, total FROM order_status_view"
-                    )
-                }
-                done = {o for o, r in outcomes.items() if r["status"] in TERMINAL}
-                if ids <= done or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(1)
+            with contextlib.suppress(AssertionError):  # timed out: the assertion below counts
+                await eventually(all_terminal, 90, 1)
         finally:
             await conn.close()
         assert ids <= done, f"{len(ids - done)} orders not terminal"
@@ -137,17 +142,20 @@ async def test_a_restarted_stack_runs_no_order_twice(tmp_path: Path) -> None:
             w["by_status"][row["status"]] += 1
             if row["status"] == "FULFILLED":
                 w["revenue"] += row["total"]
-        deadline = time.monotonic() + 30
-        while True:
+        expect = {c: (w["orders"], w["revenue"], dict(w["by_status"])) for c, w in want.items()}
+        got: dict[str, Any] = {}
+
+        async def as_recorded() -> bool:
+            nonlocal got
             _s, body, _ = await ahttp("GET", urls["web"] + "analytics/countries")
             got = {
                 c: (v["orders"], Decimal(v["revenue"]), v["by_status"])
                 for c, v in body["countries"].items()
             }
-            expect = {c: (w["orders"], w["revenue"], dict(w["by_status"])) for c, w in want.items()}
-            if got == expect or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(1)
+            return got == expect
+
+        with contextlib.suppress(AssertionError):  # timed out: the assertion below shows how
+            await eventually(as_recorded, 30, 1)
         assert got == expect
 
         await asyncio.sleep(1)

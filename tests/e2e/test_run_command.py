@@ -3,7 +3,6 @@ from Postgres through CDC to a terminal status, and a clean stop on Ctrl-C."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
 import socket
@@ -16,7 +15,7 @@ import psutil
 import pytest
 
 from tests.conftest import free_port
-from tests.support import ahttp, start_run
+from tests.support import ahttp, eventually, start_run
 
 pytestmark = pytest.mark.integration
 
@@ -45,14 +44,14 @@ async def test_run_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path)
         # A real order from the generator: Postgres row -> CDC -> pipeline -> terminal.
         conn = await asyncpg.connect(dsn.group(1))
         try:
-            order_id = None
-            deadline = time.monotonic() + 30
-            while order_id is None and time.monotonic() < deadline:
-                order_id = await conn.fetchval("SELECT id FROM orders ORDER BY created_at LIMIT 1")
-                await asyncio.sleep(0.2)
+            order_id = await eventually(
+                lambda: conn.fetchval("SELECT id FROM orders ORDER BY created_at LIMIT 1"),
+                30,
+                0.2,
+                what="a first order in Postgres",
+            )
         finally:
             await conn.close()
-        assert order_id is not None
         status, body, _ = await ahttp(
             "GET", f"{web.group(1)}orders/{order_id}?wait=terminal&timeout=30", timeout=40
         )

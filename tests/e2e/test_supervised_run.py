@@ -36,7 +36,7 @@ from tests.integration.test_analytics import (
     truth,
 )
 from tests.integration.test_crash import insert_paced
-from tests.support import ahttp, alive, read_topic
+from tests.support import ahttp, alive, eventually, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -197,14 +197,16 @@ async def test_sigkilled_worker_comes_back_and_nothing_is_lost_or_doubled(
         line = await out.wait_for("restarting in", 30)
         assert f"worker-{index} killed by SIGKILL" in line, line
         assert f"worker-{index}.log" in line, line
-        # back on the same port and data dir, in a new process
-        deadline = time.monotonic() + 90
-        while True:
+
+        async def healthy() -> bool:
             status, body, _ = await ahttp("GET", victim_url + "health", timeout=2)
-            if status == 200 and body == {"status": "ok"}:
-                break
-            assert time.monotonic() < deadline, f"worker-{index} did not come back:\n{out.text}"
-            await asyncio.sleep(0.5)
+            return status == 200 and body == {"status": "ok"}
+
+        # back on the same port and data dir, in a new process
+        try:
+            await eventually(healthy, 90, 0.5)
+        except AssertionError:
+            raise AssertionError(f"worker-{index} did not come back:\n{out.text}") from None
         after = worker_processes(proc.pid)
         assert set(after) == {port, port + 1}
         assert after[port + index].pid != victim.pid
@@ -213,16 +215,21 @@ async def test_sigkilled_worker_comes_back_and_nothing_is_lost_or_doubled(
 
         await feeder
         # every order terminal in the analytics (answered across both workers)
-        deadline = time.monotonic() + 120
         done = 0
-        while done < N:
-            assert time.monotonic() < deadline, (
-                f"{done}/{N} orders terminal in analytics; {stuck_hint(tmp_path / 'data' / 'run')}"
-            )
+
+        async def all_terminal() -> bool:
+            nonlocal done
             status, body, _ = await ahttp("GET", f"{urls[0]}analytics/countries")
             if status == 200:
                 done = sum(sum(c["by_status"].values()) for c in body["countries"].values())
-            await asyncio.sleep(1)
+            return done >= N
+
+        try:
+            await eventually(all_terminal, 120, 1)
+        except AssertionError:
+            raise AssertionError(
+                f"{done}/{N} orders terminal in analytics; {stuck_hint(tmp_path / 'data' / 'run')}"
+            ) from None
         await asyncio.sleep(3)  # let a possible overshoot show
         status, body, _ = await ahttp("GET", f"{urls[1]}analytics/countries")
         assert status == 200, body

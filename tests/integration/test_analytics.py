@@ -114,16 +114,21 @@ async def add_zero_stock_sku(dsn: str) -> None:
 
 
 async def settled_countries(url: str, n: int, timeout: float = 240) -> dict:
-    deadline = time.monotonic() + timeout
     body: dict = {}
-    while time.monotonic() < deadline:
+
+    async def settled() -> dict | None:
+        nonlocal body
         status, body, _ = await ahttp("GET", f"{url}/analytics/countries")
         if status == 200:
             done = sum(sum(c["by_status"].values()) for c in body["countries"].values())
             if done >= n:
                 return body
-        await asyncio.sleep(1)
-    raise AssertionError(f"analytics did not settle: {body}")
+        return None
+
+    try:
+        return await eventually(settled, timeout, 1)
+    except AssertionError:
+        raise AssertionError(f"analytics did not settle: {body}") from None
 
 
 def assert_matches_truth(countries: dict, expected_truth: dict) -> None:

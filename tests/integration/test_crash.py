@@ -10,6 +10,7 @@ order count for a quicker local run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -27,7 +28,7 @@ from tests.integration.test_analytics import (
     make_orders,
     truth,
 )
-from tests.support import ahttp, read_topic
+from tests.support import ahttp, eventually, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -95,17 +96,16 @@ async def test_kill_9_mid_stream_loses_and_doubles_nothing(
     await feeder
 
     # wait until analytics has seen every order terminal
-    deadline = time.monotonic() + 900
-    countries: dict = {}
-    while time.monotonic() < deadline:
+    async def all_terminal() -> bool:
         status, body, _ = await ahttp("GET", f"{replacement.url}/analytics/countries")
-        if status == 200:
-            countries = body["countries"]
-            if sum(sum(c["by_status"].values()) for c in countries.values()) >= N:
-                break
-        await asyncio.sleep(2)
+        return status == 200 and (
+            sum(sum(c["by_status"].values()) for c in body["countries"].values()) >= N
+        )
+
+    with contextlib.suppress(AssertionError):  # timed out: the checks below name what is off
+        await eventually(all_terminal, 900, 2)
     await asyncio.sleep(3)  # let a possible overshoot show
-    status, body, _ = await ahttp("GET", f"{replacement.url}/analytics/countries")
+    _status, body, _ = await ahttp("GET", f"{replacement.url}/analytics/countries")
     countries = body["countries"]
 
     conn = await asyncpg.connect(stack.dsn)
@@ -144,7 +144,7 @@ async def test_kill_9_mid_stream_loses_and_doubles_nothing(
     assert set(per_order) == truth_ids and max(per_order.values()) == 1  # one notification id each
 
     taken = fulfilled_quantity(orders, expected, "SKU-0001")
-    status, inv, _ = await ahttp("GET", f"{replacement.url}/inventory/SKU-0001")
+    _status, inv, _ = await ahttp("GET", f"{replacement.url}/inventory/SKU-0001")
     assert inv["reserved"] == taken, (inv, taken)  # no reservation doubled or lost
     assert inv["available"] + inv["reserved"] == inv["total"]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 from collections import Counter
 from decimal import Decimal
@@ -103,16 +104,18 @@ async def test_poison_messages_go_to_dead_letters(stack, workers, cdc) -> None:
         )
         assert status == 200 and body["status"] == "FULFILLED", (oid, body)
 
-    deadline = time.monotonic() + 30
     letters: list[dict] = []
-    while time.monotonic() < deadline:
+
+    async def all_letters() -> bool:
+        nonlocal letters
         letters = [
             orjson.loads(m.value)
             for m in await read_topic(stack.bootstrap, "dead_letters", idle=1.0)
         ]
-        if len(letters) >= len(sent):
-            break
-        await asyncio.sleep(1)
+        return len(letters) >= len(sent)
+
+    with contextlib.suppress(AssertionError):  # timed out: the assertion below names the rest
+        await eventually(all_letters, 30, 1.0)
     assert len(letters) == len(sent), (
         Counter(t for t, _ in sent) - Counter(d["topic"] for d in letters),
         Counter(d["topic"] for d in letters) - Counter(t for t, _ in sent),

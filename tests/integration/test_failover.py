@@ -22,7 +22,7 @@ from tests.integration.test_analytics import (
     settled_countries,
     truth,
 )
-from tests.support import ahttp, read_topic
+from tests.support import ahttp, eventually, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -53,14 +53,13 @@ async def test_sigterm_one_of_two_workers_mid_stream(stack, workers, cdc) -> Non
 
     stopped_at = time.monotonic()
     leaving.proc.send_signal(signal.SIGTERM)
-    answered_after = None
-    while time.monotonic() - stopped_at < 30:
+
+    async def answered() -> float | None:  # seconds since the SIGTERM, once answered
         status, _body, _ = await ahttp("GET", f"{survivor.url}/orders/{owned}", timeout=12)
-        if status == 200:
-            answered_after = time.monotonic() - stopped_at
-            break
-        await asyncio.sleep(0.2)
-    assert answered_after is not None and answered_after < 10, answered_after
+        return time.monotonic() - stopped_at if status == 200 else None
+
+    answered_after = await eventually(answered, 30, 0.2, what=f"the survivor answering {owned}")
+    assert answered_after < 10, answered_after
     await feeder
     assert leaving.proc.wait(20) is not None
     assert "LeaveGroup" in leaving.log.read_text()

@@ -3,6 +3,7 @@ visible through a Faust web view; bad settings fail with one line and exit 2."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from orders_app.records import OrderCreated, OrderLine, encode
 from tests.conftest import ROOT, free_port
-from tests.support import ahttp
+from tests.support import ahttp, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -128,8 +129,6 @@ def test_unreachable_broker_is_one_line_naming_the_setting() -> None:
 
 
 async def test_plain_faust_cli_starts_the_same_worker(stack, tmp_path) -> None:
-    import asyncio
-
     port = free_port()
     env = {
         **os.environ,
@@ -146,12 +145,16 @@ async def test_plain_faust_cli_starts_the_same_worker(stack, tmp_path) -> None:
         stdout=(tmp_path / "w.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
+    status = 0
+
+    async def ready() -> bool:
+        nonlocal status
+        status, _body, _ = await ahttp("GET", f"http://127.0.0.1:{port}/ready", timeout=2)
+        return status == 200
+
     try:
-        deadline = time.monotonic() + 60
-        status = 0
-        while time.monotonic() < deadline and status != 200:
-            status, _body, _ = await ahttp("GET", f"http://127.0.0.1:{port}/ready", timeout=2)
-            await asyncio.sleep(0.3)
+        with contextlib.suppress(AssertionError):  # timed out: the assertion below shows the log
+            await eventually(ready, 60, 0.3)
         assert status == 200, (tmp_path / "w.log").read_text()[-3000:]
         await produce(stack.bootstrap, order("o-faust-cli", token="tok_chargeDeclined"))
         status, body, _ = await ahttp(

@@ -22,8 +22,8 @@ examples per operation, derandomized, no example database.  Left out or narrowed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
-import time
 from collections import Counter
 from typing import Any
 
@@ -42,7 +42,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.conftest import Stack, WorkerPool
-from tests.support import ahttp
+from tests.support import ahttp, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -151,13 +151,17 @@ def run(
 
 
 async def answered(url: str, limit: float = 30.0) -> Any:
-    deadline = time.monotonic() + limit
-    while True:
+    status, body = 0, None
+
+    async def ok() -> bool:
+        nonlocal status, body
         status, body, _ = await ahttp("GET", url)
-        if status == 200 or time.monotonic() > deadline:
-            assert status == 200, (url, status, body)
-            return body
-        await asyncio.sleep(0.2)
+        return status == 200
+
+    with contextlib.suppress(AssertionError):  # timed out: the assertion below tells how
+        await eventually(ok, limit, 0.2)
+    assert status == 200, (url, status, body)
+    return body
 
 
 async def test_schemathesis_finds_nothing_against_a_live_worker(

@@ -5,6 +5,7 @@ charge/refund consistency and stock conservation."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import Counter, defaultdict
@@ -17,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from orders_app.db import DEMO_CATALOGUE
 from orders_app.records import OrderCreated, OrderLine, encode
-from tests.support import ahttp, read_topic
+from tests.support import ahttp, eventually, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -142,13 +143,11 @@ def build_mix(
 
 
 async def wait_inventory(url: str, sku: str, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    async def stocked() -> dict | None:
         status, body, _ = await ahttp("GET", f"{url}/inventory/{sku}")
-        if status == 200:
-            return body
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{sku} never reached the stock table")
+        return body if status == 200 else None
+
+    return await eventually(stocked, timeout, 0.2, what=f"{sku} in the stock table")
 
 
 async def test_two_thousand_orders_known_mix(stack, workers, cdc) -> None:
@@ -178,17 +177,19 @@ async def test_two_thousand_orders_known_mix(stack, workers, cdc) -> None:
 
     # Wait until every order is terminal.
     terminal: dict[str, list[str]] = defaultdict(list)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
+
+    async def all_terminal() -> bool:
+        nonlocal terminal
         msgs = await read_topic(stack.bootstrap, "orders_app-status-by-country", idle=1.0)
         terminal = defaultdict(list)
         for m in msgs:
             v = orjson.loads(m.value)
             if v["terminal"]:
                 terminal[v["order_id"]].append(v["status"])
-        if len(terminal) >= len(orders):
-            break
-        await asyncio.sleep(2)
+        return len(terminal) >= len(orders)
+
+    with contextlib.suppress(AssertionError):  # timed out: the assertion below names the rest
+        await eventually(all_terminal, 300, 2)
     missing = set(by_id) - set(terminal)
     assert not missing, (
         f"{len(missing)} orders never terminal, e.g. {sorted(missing)[:5]}\n{worker.log_tail()}"

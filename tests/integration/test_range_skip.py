@@ -26,9 +26,9 @@ and 100 ms).  65-80 s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ import pytest_asyncio
 
 from tests.conftest import Stack, WorkerPool
 from tests.integration.test_analytics import add_zero_stock_sku, make_orders, produce
-from tests.support import ahttp, read_topic
+from tests.support import ahttp, eventually, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -63,17 +63,20 @@ async def stack(broker: Any, database: str) -> Stack:
 
 
 async def terminal_statuses(bootstrap: str, n: int, timeout: float) -> dict[str, set[str]]:
-    deadline = time.monotonic() + timeout
+    """Order id -> its terminal statuses, once ``n`` orders have one (or as found after
+    ``timeout`` s: the caller's assertions name the missing)."""
     terminal: dict[str, set[str]] = defaultdict(set)
-    while time.monotonic() < deadline:
+
+    async def all_terminal() -> bool:
         terminal.clear()
         for m in await read_topic(bootstrap, "orders_app-status-by-country", idle=1.0, limit=120):
             v = orjson.loads(m.value)
             if v["terminal"]:
                 terminal[v["order_id"]].add(v["status"])
-        if len(terminal) >= n:
-            break
-        await asyncio.sleep(2)
+        return len(terminal) >= n
+
+    with contextlib.suppress(AssertionError):
+        await eventually(all_terminal, timeout, 2)
     return terminal
 
 

@@ -5,7 +5,7 @@ refuses is dead-lettered without holding the others back."""
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -35,9 +35,10 @@ TERMINAL = {"FULFILLED", "REJECTED", "PAYMENT_FAILED", "CANCELLED"}
 
 async def recorded(dsn: str, ids: list[str], timeout: float = 60) -> dict[str, Any]:
     """order id -> row, once every order in ``ids`` is recorded with a terminal status."""
-    deadline = time.monotonic() + timeout
     rows: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    async def all_recorded() -> dict[str, Any] | None:
+        nonlocal rows
         conn = await asyncpg.connect(dsn)
         try:
             rows = {
@@ -50,8 +51,12 @@ async def recorded(dsn: str, ids: list[str], timeout: float = 60) -> dict[str, A
             await conn.close()
         if len(rows) == len(ids) and all(r["status"] in TERMINAL for r in rows.values()):
             return rows
-        await asyncio.sleep(1)
-    raise AssertionError(f"{len(rows)} of {len(ids)} recorded")
+        return None
+
+    try:
+        return await eventually(all_recorded, timeout, 1)
+    except AssertionError:
+        raise AssertionError(f"{len(rows)} of {len(ids)} recorded") from None
 
 
 async def test_outcomes_and_country_totals_reach_postgres(stack, workers, cdc) -> None:
@@ -80,20 +85,23 @@ async def test_outcomes_and_country_totals_reach_postgres(stack, workers, cdc) -
 
     # country totals: what the API says, and the ground truth
     want = truth(orders, expected)
-    deadline = time.monotonic() + 30
-    while True:
+    stats: dict[str, Any] = {}
+    windows: list[Any] = []
+
+    async def all_counted() -> bool:
+        nonlocal stats, windows
         conn = await asyncpg.connect(stack.dsn)
         try:
             stats = {r["country"]: r for r in await conn.fetch("SELECT * FROM country_stats_view")}
             windows = await conn.fetch("SELECT * FROM country_window_view")
         finally:
             await conn.close()
-        done = {c: r["orders"] for c, r in stats.items()} == {
+        return {c: r["orders"] for c, r in stats.items()} == {
             c: t["orders"] for c, t in want.items()
         }
-        if done or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(1)
+
+    with contextlib.suppress(AssertionError):  # timed out: the assertions below say where
+        await eventually(all_counted, 30, 1)
     assert set(stats) == set(countries)
     for code, t in want.items():
         row = stats[code]
