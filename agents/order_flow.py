@@ -156,9 +156,7 @@ def _pay(step: Advance, doc: dict[str, Any], order: OrderCreated, now: float) ->
         doc = {**doc, "saga": saga}
     if saga["state"] == "pending":
         # Also on redelivery: the stock side answers a repeated command the same way.
-        for sku, qty in saga["wanted"].items():
-            if sku not in saga["replies"]:
-                step.sends.append(_command("reserve", sku, qty, saga, now))
+        step.sends.extend(_reserves_owed(saga, now))
     return doc
 
 
@@ -194,9 +192,7 @@ def _on_reply(doc: dict[str, Any] | None, reply: StockReply, now: float) -> Adva
         updated = _updated(saga, "out_of_stock", missing_skus(saga), now)
         step.sends.append(updated)
         doc = _status(step, doc, reply.order_id, updated.record, now)
-        for sku, good in saga["replies"].items():
-            if good and sku not in saga["released"]:
-                step.sends.append(_command("release", sku, saga["wanted"][sku], saga, now))
+        step.sends.extend(_releases_owed(saga, now))
         doc, refund, refunded = payment.refund(doc, "out_of_stock", now)
         if refund is not None:
             step.sends.append(Out("payment_refunded", reply.order_id, refund))
@@ -230,9 +226,7 @@ def _restore(doc: dict[str, Any] | None, restored: OrderRestored, now: float) ->
                 if ok:  # a saga not out of stock has released nothing
                     step.sends.append(_command("restore", sku, saga["wanted"][sku], saga, now))
             if saga["state"] == "pending":
-                for sku, qty in saga["wanted"].items():
-                    if sku not in saga["replies"]:
-                        step.sends.append(_command("reserve", sku, qty, saga, now))
+                step.sends.extend(_reserves_owed(saga, now))
     change = replay_terminal(new)
     if change is not None and counts(change):
         step.sends.append(
@@ -250,7 +244,7 @@ def waiting(doc: dict[str, Any] | None) -> bool:
     saga = doc.get("saga")
     if saga is not None:
         if saga["state"] == "out_of_stock":
-            return any(ok and sku not in saga["released"] for sku, ok in saga["replies"].items())
+            return bool(_unreleased(saga))
         return bool(saga["state"] == "pending")
     return doc.get("fraud") is None and doc.get("status") == "CREATED"
 
@@ -280,16 +274,27 @@ def awaited(doc: dict[str, Any] | None, now: float) -> list[Out]:
         )
         return [Out(ORDERS_BY_CUSTOMER, order.customer_id, order, timestamp=order.created_at)]
     if saga["state"] == "pending":
-        return [
-            _command("reserve", sku, qty, saga, now)
-            for sku, qty in saga["wanted"].items()
-            if sku not in saga["replies"]
-        ]
+        return _reserves_owed(saga, now)
+    return _releases_owed(saga, now)
+
+
+def _unreleased(saga: dict[str, Any]) -> list[str]:
+    """Skus reserved for the saga whose release is not acknowledged yet."""
+    return [sku for sku, ok in saga["replies"].items() if ok and sku not in saga["released"]]
+
+
+def _reserves_owed(saga: dict[str, Any], now: float) -> list[Out]:
+    """``reserve`` commands of the skus that have not replied."""
     return [
-        _command("release", sku, saga["wanted"][sku], saga, now)
-        for sku, good in saga["replies"].items()
-        if good and sku not in saga["released"]
+        _command("reserve", sku, qty, saga, now)
+        for sku, qty in saga["wanted"].items()
+        if sku not in saga["replies"]
     ]
+
+
+def _releases_owed(saga: dict[str, Any], now: float) -> list[Out]:
+    """``release`` commands of the reserved skus not yet acknowledged."""
+    return [_command("release", sku, saga["wanted"][sku], saga, now) for sku in _unreleased(saga)]
 
 
 def _command(op: str, sku: str, quantity: int, saga: dict[str, Any], now: float) -> Out:

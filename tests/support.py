@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 import orjson
 import psutil  # type: ignore[import-untyped]  # no stubs installed
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 
 def http(
@@ -158,3 +160,14 @@ async def eventually(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what} not reached in {timeout:g}s (last: {value!r})")
         await asyncio.sleep(interval)
+
+
+def record_batch(base: int, count: int) -> bytes:
+    """A real v2 record batch (aiokafka's builder) of ``count`` records, with its base
+    offset set as a broker sets it."""
+    builder = DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, 1 << 20)
+    for i in range(count):
+        builder.append(i, 1_700_000_000_000, b"k", b"v%d" % i, [])
+    raw = bytearray(builder.build())
+    struct.pack_into(">q", raw, 0, base)
+    return bytes(raw)

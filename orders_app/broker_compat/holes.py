@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka.protocol.fetch import FetchRequest
+from orders_app.faust_patches.gaps import tap_fetch_answers
 
 log = logging.getLogger(__name__)
 
@@ -128,29 +128,7 @@ class HoleCutter:
         return False
 
 
-class _Cutting:
-    """Stands in for a fetcher's client: forwards everything, cuts Fetch answers."""
-
-    def __init__(self, client: Any, cutter: HoleCutter) -> None:
-        self._wrapped = client
-        self._cutter = cutter
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._wrapped, name)
-
-    async def send(self, node_id: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-        response = await self._wrapped.send(node_id, request, *args, **kwargs)
-        if isinstance(request, FetchRequest):
-            self._cutter.on_answer(request, response)
-        return response
-
-
-def cut_holes(client: Any) -> HoleCutter:
+def cut_holes(client: Any) -> None:
     """Cut holes in the Fetch answers of a started ``AIOKafkaConsumer`` (install this
     before any other tap on its fetcher, so they see the answers as the fetcher does)."""
-    fetcher = client._fetcher
-    if isinstance(fetcher._client, _Cutting):
-        return fetcher._client._cutter
-    cutter = HoleCutter()
-    fetcher._client = _Cutting(fetcher._client, cutter)
-    return cutter
+    tap_fetch_answers(client, HoleCutter().on_answer, "hole cut")

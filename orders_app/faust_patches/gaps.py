@@ -303,13 +303,17 @@ def _stream_name(stream: Any) -> str:
     return str(prefix or getattr(stream, "shortlabel", "stream"))
 
 
-class _AnswerTap:
-    """Stands in for the fetcher's client: forwards everything, and shows each Fetch
-    answer to the detector before the fetcher reads it."""
+class FetchAnswerTap:
+    """Stands in for a fetcher's client: forwards everything, and shows each Fetch answer
+    to ``on_answer(request, response)`` before the fetcher reads it (which may change
+    the answer: orders_app/broker_compat/holes.py).  ``owner`` names the tap in its log
+    line and tells taps apart; an error in ``on_answer`` is logged and the answer goes on
+    as it is."""
 
-    def __init__(self, client: Any, on_answer: Callable[[Any, Any], None]) -> None:
+    def __init__(self, client: Any, on_answer: Callable[[Any, Any], None], owner: str) -> None:
         self._tapped = client
-        self._on_answer = on_answer
+        self.on_answer = on_answer
+        self.owner = owner
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._tapped, name)
@@ -318,18 +322,28 @@ class _AnswerTap:
         response = await self._tapped.send(node_id, request, *args, **kwargs)
         if isinstance(request, FetchRequest):
             try:
-                self._on_answer(request, response)
+                self.on_answer(request, response)
             except Exception:
-                log.exception("gap detector: could not read a Fetch answer")
+                log.exception("%s: could not read a Fetch answer", self.owner)
         return response
+
+
+def tap_fetch_answers(client: Any, on_answer: Callable[[Any, Any], None], owner: str) -> bool:
+    """Tap a started ``AIOKafkaConsumer``'s Fetch answers, once per ``owner``; -> False
+    when that owner's tap is there already."""
+    fetcher = client._fetcher
+    current = fetcher._client
+    if isinstance(current, FetchAnswerTap) and current.owner == owner:
+        return False
+    fetcher._client = FetchAnswerTap(current, on_answer, owner)
+    return True
 
 
 def attach(detector: GapDetector, client: Any) -> None:
     """Watch a started ``AIOKafkaConsumer``'s fetcher."""
-    fetcher = client._fetcher
-    if isinstance(fetcher._client, _AnswerTap):
+    if not tap_fetch_answers(client, detector.on_fetch_answer, "gap detector"):
         return
-    fetcher._client = _AnswerTap(fetcher._client, detector.on_fetch_answer)
+    fetcher = client._fetcher
     fetched_records = fetcher.fetched_records
 
     async def watched(

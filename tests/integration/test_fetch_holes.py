@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.protocol.fetch import FetchRequest
 
 from orders_app.admin import ensure_topics
 from orders_app.broker_compat.holes import cut_holes
+from orders_app.faust_patches.gaps import tap_fetch_answers
 
 pytestmark = pytest.mark.integration
 
@@ -36,32 +36,27 @@ def without_batch(raw: bytes, base: int) -> bytes:
 
 
 class LateBatch:
-    """Stands in for the fetcher's client: the first answer holding offset LATE's batch
-    after another batch comes without it (stored late, as in the broker's race)."""
+    """Taps the fetcher's answers: the first answer holding offset LATE's batch after
+    another batch comes without it (stored late, as in the broker's race)."""
 
-    def __init__(self, client: Any) -> None:
-        self._wrapped = client
+    def __init__(self) -> None:
         self.held = 0
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._wrapped, name)
-
-    async def send(self, node_id: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-        response = await self._wrapped.send(node_id, request, *args, **kwargs)
-        if isinstance(request, FetchRequest) and not self.held:
-            topics = []
-            for topic, parts in response.topics:
-                kept = []
-                for part in parts:
-                    raw = part[-1]
-                    cut = without_batch(raw, LATE) if raw else raw
-                    if cut != raw and cut.find(struct.pack(">q", LATE + 1)) >= 0:
-                        self.held += 1
-                        part = (*part[:-1], cut)
-                    kept.append(part)
-                topics.append((topic, kept))
-            response.topics = topics
-        return response
+    def on_answer(self, request: Any, response: Any) -> None:
+        if self.held:
+            return
+        topics = []
+        for topic, parts in response.topics:
+            kept = []
+            for part in parts:
+                raw = part[-1]
+                cut = without_batch(raw, LATE) if raw else raw
+                if cut != raw and cut.find(struct.pack(">q", LATE + 1)) >= 0:
+                    self.held += 1
+                    part = (*part[:-1], cut)
+                kept.append(part)
+            topics.append((topic, kept))
+        response.topics = topics
 
 
 async def consume(bootstrap: str, *, cut: bool) -> tuple[list[int], int]:
@@ -70,8 +65,8 @@ async def consume(bootstrap: str, *, cut: bool) -> tuple[list[int], int]:
     )
     await consumer.start()
     try:
-        late = LateBatch(consumer._fetcher._client)
-        consumer._fetcher._client = late
+        late = LateBatch()
+        tap_fetch_answers(consumer, late.on_answer, "late batch")
         if cut:
             cut_holes(consumer)  # over the late batch, as it is over the broker's client
         seen: list[int] = []

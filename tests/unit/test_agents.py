@@ -351,6 +351,19 @@ def validated(o: OrderCreated) -> OrderValidated:
     return OrderValidated(order_id=o.order_id, order=o, validated_at=o.created_at + 0.1)
 
 
+def alert(o: OrderCreated) -> FraudAlert:
+    """Fraud's rejection of ``o`` (the total limit)."""
+    return FraudAlert(
+        order_id=o.order_id,
+        customer_id=o.customer_id,
+        country=o.country,
+        rules=["max_total"],
+        score=0.9,
+        reason="order total above the limit",
+        at=o.created_at + 0.1,
+    )
+
+
 def reply(o: OrderCreated, sku: str, quantity: int, ok: bool, op: str = "reserve") -> StockReply:
     return StockReply(
         op=op, order_id=o.order_id, sku=sku, quantity=quantity, ok=ok, lines_total=2, at=1.0
@@ -496,19 +509,10 @@ async def test_declined_card_fails_the_payment_without_reserving(pipeline: Pipel
 
 async def test_fraud_alert_rejects_and_a_later_validation_is_ignored(pipeline: Pipeline) -> None:
     o = order()
-    alert = FraudAlert(
-        order_id="ord-1",
-        customer_id="cust-1",
-        country="DE",
-        rules=["max_total"],
-        score=0.9,
-        reason="order total above the limit",
-        at=o.created_at + 0.1,
-    )
     async with pipeline.run(track) as agent:
         await agent.process(ORDER_CREATED, b"ord-1", enc(o))
         pipeline.clear()
-        await agent.process(FRAUD_ALERTS, b"ord-1", enc(alert))
+        await agent.process(FRAUD_ALERTS, b"ord-1", enc(alert(o)))
         rejected = list(pipeline.sent())
         doc = data(order_status)["ord-1"]
         pipeline.clear()
@@ -608,16 +612,7 @@ async def test_after_a_rebalance_the_waiting_orders_are_found_in_the_table(
     async with pipeline.run(track) as agent:
         await agent.process(ORDER_CREATED, b"ord-1", enc(waiting))
         await agent.process(ORDER_CREATED, b"ord-2", enc(done))
-        rejected = FraudAlert(
-            order_id="ord-2",
-            customer_id="c-2",
-            country="DE",
-            rules=["max_total"],
-            score=0.9,
-            reason="order total above the limit",
-            at=done.created_at + 0.1,
-        )
-        await agent.process(FRAUD_ALERTS, b"ord-2", enc(rejected))
+        await agent.process(FRAUD_ALERTS, b"ord-2", enc(alert(done)))
     open_orders.since = {"elsewhere": 1.0}  # noted before the rebalance
     await on_rebalance_complete(None)
     await asyncio.gather(*_scans)

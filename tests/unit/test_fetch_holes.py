@@ -4,25 +4,18 @@ that outlives GIVE_UP_S is let through."""
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.protocol.fetch import FetchRequest
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from orders_app.broker_compat.holes import GIVE_UP_S, HoleCutter, cut_at_hole
+from tests.support import record_batch
 
 TOPIC = "orders_app-orders-by-customer"
 
 
-def batch(base: int, count: int) -> bytes:
-    builder = DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, 1 << 20)
-    for i in range(count):
-        builder.append(i, 1_700_000_000_000, b"k", b"v%d" % i, [])
-    raw = bytearray(builder.build())
-    struct.pack_into(">q", raw, 0, base)  # the base offset, as the broker sets it
-    return bytes(raw)
+batch = record_batch
 
 
 def request(*parts: tuple[str, int, int]) -> Any:

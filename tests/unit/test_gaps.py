@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import faust
 import pytest
 from aiokafka.protocol.fetch import FetchRequest
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.types.tuples import ConsumerMessage
 from mode import Service
@@ -37,20 +35,13 @@ from orders_app.faust_patches.skip_guard import (
     guard_flow_resume,
     guard_read_offsets,
 )
+from tests.support import record_batch
 
 TOPIC = "order_validated"
 TP = TopicPartition(TOPIC, 1)
 
 
-def batch(base: int, count: int) -> bytes:
-    """A real v2 record batch (aiokafka's builder) with its base offset set as a broker
-    sets it."""
-    builder = DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, 1 << 20)
-    for i in range(count):
-        builder.append(i, 1_700_000_000_000, b"k", b"v%d" % i, [])
-    raw = bytearray(builder.build())
-    struct.pack_into(">q", raw, 0, base)
-    return bytes(raw)
+batch = record_batch
 
 
 def records(*offsets: int, tp: TopicPartition = TP) -> dict[Any, list[Any]]:
