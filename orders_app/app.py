@@ -12,6 +12,7 @@ The agents, tables and web views are found by autodiscovery of the top-level pac
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -25,6 +26,11 @@ from orders_app.broker_compat.holes import cut_holes
 from orders_app.broker_compat.offsets import correct_highwaters
 from orders_app.db import Database
 from orders_app.faust_patches import eager_delivery, skip_guard
+from orders_app.faust_patches.changelog_cache import (
+    ChangelogCache,
+    discard_unclean_state,
+    mark_clean_stop,
+)
 from orders_app.faust_patches.gaps import watch_gaps
 from orders_app.faust_patches.skip_guard import on_client_started
 from orders_app.feed import Feed
@@ -44,6 +50,7 @@ class OrdersApp(faust.App):
     _feed: Feed | None = None
     _sink: OutcomeSink | None = None
     _metrics: BusinessMetrics | None = None
+    _changelog_cache: ChangelogCache | None = None
 
     @property
     def settings(self) -> Settings:
@@ -100,6 +107,50 @@ class OrdersApp(faust.App):
             )
         return self._sink
 
+    @property
+    def changelog_cache(self) -> ChangelogCache:
+        """Table changelog records kept until the next commit (changelog_cache.py)."""
+        if self._changelog_cache is None:
+            self._changelog_cache = ChangelogCache(
+                interval=float(self.conf.broker_commit_interval), loop=self.loop
+            )
+        return self._changelog_cache
+
+    @property
+    def changelog_cache_in_use(self) -> ChangelogCache | None:
+        """The cache once it flushes with the producer; None: tables send as Faust does."""
+        cache = self._changelog_cache
+        return cache if cache is not None and cache.attached else None
+
+    def _uses_changelog_cache(self) -> bool:
+        return (
+            self.settings.changelog_cache
+            and self.settings.processing_guarantee == "at_least_once"
+            and not (self.producer_only or self.client_only)
+        )
+
+    def _new_producer(self) -> Any:
+        producer = super()._new_producer()
+        if self._uses_changelog_cache():
+            self.changelog_cache.attach(producer)
+        return producer
+
+    def _rocksdb_worker(self) -> bool:
+        return not (self.producer_only or self.client_only) and str(self.conf.store).startswith(
+            "rocksdb"
+        )
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        if self._rocksdb_worker():
+            # Stores a crash left ahead of their changelogs (changelog_cache.py).
+            discard_unclean_state(Path(self.conf.tabledir))
+
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        if self._rocksdb_worker() and self.crash_reason is None:
+            mark_clean_stop(Path(self.conf.tabledir), self._changelog_cache)
+
     async def _sink_dead_letter(self, source: Source, error: str) -> None:
         self.metrics.dead_letters.labels(source.topic).inc()
         letter = DeadLetter.of(
@@ -149,6 +200,8 @@ class OrdersApp(faust.App):
             # writes on a graceful stop.
             first = [self.db, self.sink] if self.settings.sink_enabled else [self.db]
             deps = [*first, *deps, self.feed]
+            if self._uses_changelog_cache():
+                deps.append(self.changelog_cache)  # stops first: what timers wrote goes out
         return deps
 
 

@@ -108,6 +108,11 @@ class Settings(BaseSettings):
         description="the consumer hands a message to its agents without a task race when "
         "the handoff need not wait (orders_app/faust_patches/eager_delivery.py)",
     )
+    changelog_cache: bool = Field(
+        True,
+        description="one changelog record per table row between two commits, as Kafka "
+        "Streams' record cache (orders_app/faust_patches/changelog_cache.py)",
+    )
     cython_optimizations: bool = Field(
         False,
         description="Faust's repaired Cython fast paths (stream iterator, conductor)",

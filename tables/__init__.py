@@ -74,7 +74,9 @@ codecs.register("stamped_json", StampedJson())
 
 
 class StampedTable(faust.Table):  # type: ignore[misc,type-arg]
-    """A table whose every write carries its write time (one stamp per write)."""
+    """A table whose every write carries its write time (one stamp per write), and whose
+    changelog records go through the app's changelog cache when it is in use (one record
+    per row between two commits: orders_app/faust_patches/changelog_cache.py)."""
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if isinstance(self.data, MemoryStore):
@@ -82,6 +84,29 @@ class StampedTable(faust.Table):  # type: ignore[misc,type-arg]
             super().__setitem__(key, value)
         else:
             super().__setitem__(key, Stamped(value, time.time()))
+
+    def on_key_set(self, key: Any, value: Any) -> None:
+        # As faust.Table.on_key_set, with the record kept instead of sent.
+        cache = app.changelog_cache_in_use
+        partition = self.partition_for_key(key) if cache is not None else None
+        if cache is None or partition is None:
+            super().on_key_set(key, value)
+            return
+        key_bytes, _headers = self.changelog_topic.prepare_key(key, self.key_serializer)
+        cache.write(self, partition, key_bytes, value, None)
+        self._maybe_set_key_ttl(key, partition)
+        self._sensor_on_set(self, key, value)
+
+    def on_key_del(self, key: Any) -> None:
+        cache = app.changelog_cache_in_use
+        partition = self.partition_for_key(key) if cache is not None else None
+        if cache is None or partition is None:
+            super().on_key_del(key)
+            return
+        key_bytes, _headers = self.changelog_topic.prepare_key(key, self.key_serializer)
+        cache.write(self, partition, key_bytes, None, "raw")
+        self._maybe_del_key_ttl(key, partition)
+        self._sensor_on_del(self, key)
 
 
 # Faust's RocksDB defaults are per partition of every table: 3 x 64 MiB memtables and a

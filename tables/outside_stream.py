@@ -69,6 +69,14 @@ def get_raw(table: Any, partition: int, key: bytes) -> bytes | None:
     return None if db is None else db.get(key)
 
 
+def _supersede_cached(table: Any, partition: int, key: bytes) -> None:
+    """The row's record the changelog cache keeps (an agent's write not sent yet) is older
+    than the one sent now: drop it, so it cannot follow and undo this one."""
+    cache = _table(table).app.changelog_cache_in_use
+    if cache is not None:
+        cache.forget(_table(table), partition, key)
+
+
 def put_raw(table: Any, partition: int, key: bytes, value: bytes) -> Any:
     """Write a row in the local store and its changelog; -> the changelog send future
     (None when the partition is not open here)."""
@@ -76,6 +84,7 @@ def put_raw(table: Any, partition: int, key: bytes, value: bytes) -> Any:
     if db is None:
         return None
     db.put(key, value)
+    _supersede_cached(table, partition, key)
     return _table(table).send_changelog(
         partition, key, value, key_serializer="raw", value_serializer="raw"
     )
@@ -89,6 +98,7 @@ def delete_raw(table: Any, partition: int, key: bytes) -> Any:
         return None
     db.delete(key)
     store._key_index.pop(key, None)
+    _supersede_cached(table, partition, key)
     return _table(table).send_changelog(
         partition, key, None, key_serializer="raw", value_serializer="raw"
     )

@@ -53,6 +53,7 @@ from agents.payment_rules import charge_id_for
 from agents.status import track
 from orders_app import records
 from orders_app.app import app
+from orders_app.faust_patches.changelog_cache import ChangelogCache
 from orders_app.metrics import BusinessMetrics
 from orders_app.records import (
     CountryStats,
@@ -73,7 +74,7 @@ from orders_app.records import (
 )
 from orders_app.settings import Settings
 from orders_app.topics import SPECS
-from tables import corrections
+from tables import corrections, loads_value, stamp_of
 from tables.cdc_seen import cdc_seen
 from tables.country_stats import analytics_ledger, country_stats
 from tables.order_status import order_status
@@ -92,6 +93,7 @@ STOCK_REPLIES = "orders_app-stock-replies"
 STOCK_COMMANDS = "orders_app-stock-commands"
 BY_CUSTOMER = "orders_app-orders-by-customer"
 BY_COUNTRY = "orders_app-status-by-country"
+CHANGELOG = "orders_app-order_status-changelog"
 
 
 # --- the harness -------------------------------------------------------------------------
@@ -117,6 +119,7 @@ class RecordingProducer:
     def __init__(self) -> None:
         self.sent: list[Sent] = []
         self.changelog: list[faust.types.FutureMessage] = []
+        self.partitions: dict[str, list[int | None]] = defaultdict(list)  # by topic
         self._offsets: dict[str, int] = defaultdict(int)
 
     async def maybe_start(self) -> None:
@@ -139,6 +142,7 @@ class RecordingProducer:
         **kwargs: Any,
     ) -> asyncio.Future[Any]:
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.partitions[topic].append(partition)
         done.set_result(self._keep(topic, key, value, timestamp))
         return done
 
@@ -156,6 +160,9 @@ class RecordingProducer:
 
     def send_soon(self, fut: faust.types.FutureMessage) -> None:
         self.changelog.append(fut)
+
+    async def flush(self) -> None:
+        return None
 
 
 class Done(faust.Sensor):
@@ -461,6 +468,39 @@ async def test_all_stock_replies_ok_fulfil_the_order(pipeline: Pipeline) -> None
     doc = data(order_status)["ord-1"]
     assert doc["status"] == "FULFILLED"
     assert doc["saga"]["state"] == "reserved"
+
+
+async def test_with_the_changelog_cache_an_order_is_one_changelog_record(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """orders_app/faust_patches/changelog_cache.py through tables.StampedTable: the four
+    writes of the order's document are kept, not sent; the producer's flush (what Faust
+    awaits before committing) sends one record, the last document, in the event's
+    partition, with the write stamp the local store has."""
+    cache = ChangelogCache(interval=60.0)
+    monkeypatch.setattr(app, "_changelog_cache", cache)
+    cache.attach(pipeline.producer)
+    o = order()
+    async with pipeline.run(track) as agent:
+        await agent.process(ORDER_CREATED, b"ord-1", enc(o), partition=3)
+        await agent.process(ORDER_VALIDATED, b"ord-1", enc(validated(o)), partition=3)
+        await agent.process(
+            STOCK_REPLIES, b"ord-1", enc(reply(o, "SKU-A", 2, ok=True)), partition=3
+        )
+        await agent.process(
+            STOCK_REPLIES, b"ord-1", enc(reply(o, "SKU-B", 1, ok=True)), partition=3
+        )
+        assert pipeline.producer.changelog == []  # Faust's path (send_soon) not taken
+        assert pipeline.sent(CHANGELOG) == [] and cache.pending == 1 and cache.writes == 4
+        await pipeline.producer.flush()
+
+    [record] = pipeline.sent(CHANGELOG)
+    assert record.key == "ord-1"
+    assert cache.pending == 0 and cache.sent == 1
+    assert loads_value(record.value) == data(order_status)["ord-1"]
+    assert loads_value(record.value)["status"] == "FULFILLED"
+    assert stamp_of(record.value) is not None
+    assert pipeline.producer.partitions[CHANGELOG] == [3]
 
 
 async def test_one_refused_sku_releases_the_others_and_refunds(pipeline: Pipeline) -> None:

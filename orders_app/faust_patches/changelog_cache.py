@@ -1,0 +1,175 @@
+"""Changelog cache: a table row written several times between two commits makes one
+changelog record, as Kafka Streams' record cache does (``cache.max.bytes.buffering``,
+flushed on every commit), and a worker that did not stop cleanly rebuilds its local
+tables from the changelogs.
+
+Rule: the changelog of a table is what recovery reads, so every write the committed
+offsets depend on must be in it before those offsets are committed; writes between two
+commits need not each be a record of their own - a compacted changelog keeps only the
+last value of a key anyway.  Behind ``ORDERS_CHANGELOG_CACHE`` (default on), at-least-once
+processing only (with ``exactly_once`` every changelog record belongs to a transaction:
+Faust's path is kept).
+
+faust-streaming 0.15.3 sends one changelog record per table write (``Table.on_key_set``
+-> ``send_changelog`` -> the producer's buffer).  An order's document is written three
+times in ~100 ms, a sku's stock counter on every order: about three of the sixteen Kafka
+writes an order costs (issue 12; bench/PROFILE.md).
+
+Patch, in two parts:
+
+- :class:`ChangelogCache` keeps the last write of each row (table, partition, key) not
+  sent yet; a later write of the same row replaces it and moves it to the end, so the
+  changelog gets the rows in the order of their last writes.  The local store is
+  written at once, as before (reads see every write).  ``flush`` sends what is kept,
+  one record per row, through the table's changelog topic with Faust's own callback
+  (``Table._on_changelog_sent``: the persisted offset).  It runs before every flush of
+  the producer - :meth:`ChangelogCache.attach` wraps ``Producer.flush``, which Faust
+  awaits before it commits offsets (``Consumer._commit_offsets``), when partitions are
+  revoked (``App._on_partitions_revoked``) and when the app stops - and on a timer
+  every commit interval (writes no commit follows: the retention sweeper's).  A lock
+  makes a flush wait for one in progress, so "flushed" always means "handed to the
+  producer".  The rows the retention sweeper and the rebuild write outside a stream
+  (tables/outside_stream.py) are sent at once, as before (the sweeper waits for their
+  acknowledgement); such a send drops the row's kept record, which is older
+  (:meth:`ChangelogCache.forget`), so it can never follow and undo it.
+- A crash leaves the local RocksDB stores ahead of the changelog by what was not sent
+  (with or without the cache; the cache widens the window from the producer's
+  linger to the commit interval).  The worker would go on from its local state and
+  never write those rows again (a redelivered event finds its effect in place and
+  writes nothing), so the changelog - what another worker recovers from - would miss
+  them for good.  Kafka Streams wipes a task's stores after an unclean shutdown; so
+  does this: :func:`mark_clean_stop` leaves a marker in the table directory when the
+  app stopped with nothing unsent, :func:`discard_unclean_state` removes the stores at
+  start when the marker is missing (the changelogs rebuild them; the events after the
+  last commit are delivered again).
+
+Upstream shape: a ``table_cache`` setting in Faust's ``Table`` (the same two hooks:
+record on set, flush before the producer flushes) and a clean-shutdown checkpoint file
+beside the stores, as Kafka Streams' ``.checkpoint``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from mode import Service
+
+log = logging.getLogger(__name__)
+
+CLEAN_STOP_MARKER = ".clean-stop"
+
+Row = tuple[Any, int, bytes]  # table, changelog partition, serialized key
+
+
+class ChangelogCache(Service):
+    """The changelog records not sent yet, one per row (see the module docstring)."""
+
+    def __init__(self, *, interval: float, **kwargs: Any) -> None:
+        self.interval = interval
+        self.attached = False
+        self._pending: dict[Row, tuple[Any, str | None]] = {}
+        self._flushing = asyncio.Lock()
+        self.writes = 0  # table writes taken (all rows)
+        self.sent = 0  # changelog records sent
+        super().__init__(**kwargs)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def write(
+        self, table: Any, partition: int, key: bytes, value: Any, serializer: str | None
+    ) -> None:
+        """Keep ``value`` (None: a tombstone) as the row's next changelog record.
+        ``serializer`` None: the table's value serializer."""
+        row = (table, partition, key)
+        self._pending.pop(row, None)  # the record goes where the last write is
+        self._pending[row] = (value, serializer)
+        self.writes += 1
+
+    def forget(self, table: Any, partition: int, key: bytes) -> None:
+        """Drop the row's kept record (a newer one is being sent by other means)."""
+        self._pending.pop((table, partition, key), None)
+
+    async def flush(self) -> int:
+        """Hand every kept record to the producer (not waiting for the broker: the
+        producer's own flush does); -> how many."""
+        async with self._flushing:
+            sent = 0
+            while self._pending:
+                pending, self._pending = self._pending, {}
+                for (table, partition, key), (value, serializer) in pending.items():
+                    if value is None:
+                        serializer = "raw"
+                    await table.changelog_topic.send(
+                        key=key,
+                        value=value,
+                        partition=partition,
+                        key_serializer="raw",
+                        value_serializer=serializer or table.value_serializer,
+                        callback=table._on_changelog_sent,
+                        force=True,  # never attached to the current event
+                    )
+                    sent += 1
+            self.sent += sent
+            return sent
+
+    def attach(self, producer: Any) -> None:
+        """Flush before every flush of ``producer`` (Faust's commit, revoke and stop)."""
+        original = producer.flush
+
+        async def flush() -> None:
+            await self.flush()
+            await original()
+
+        producer.flush = flush
+        self.attached = True
+
+    @Service.task
+    async def _flush_periodically(self) -> None:
+        async for _ in self.itertimer(self.interval, name="changelog_cache"):
+            await self.flush()
+
+    async def on_stop(self) -> None:
+        try:
+            await self.flush()
+        except Exception as err:  # noqa: BLE001 - the stop goes on; no clean-stop marker
+            log.warning("changelog records not sent at stop: %r", err)
+
+
+def discard_unclean_state(tabledir: Path) -> bool:
+    """At start: remove the local stores unless the last run left its clean-stop marker;
+    then remove the marker (a crash from now on leaves none).  -> whether it discarded."""
+    marker = tabledir / CLEAN_STOP_MARKER
+    stores = [p for p in tabledir.iterdir()] if tabledir.is_dir() else []
+    clean = marker.exists()
+    marker.unlink(missing_ok=True)
+    stores = [p for p in stores if p.name != CLEAN_STOP_MARKER]
+    if clean or not stores:
+        return False
+    log.warning(
+        "the last run did not stop cleanly: local table stores in %s discarded, "
+        "recovering them from the changelogs",
+        tabledir,
+    )
+    for path in stores:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return True
+
+
+def mark_clean_stop(tabledir: Path, cache: ChangelogCache | None) -> bool:
+    """At a clean stop (nothing unsent): leave the marker; -> whether it did."""
+    if cache is not None and cache.pending:
+        log.warning("%d changelog record(s) unsent at stop: no clean-stop marker", cache.pending)
+        return False
+    if not tabledir.is_dir():
+        return False
+    (tabledir / CLEAN_STOP_MARKER).touch()
+    return True

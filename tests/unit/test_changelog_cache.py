@@ -1,0 +1,193 @@
+"""orders_app/faust_patches/changelog_cache.py: one record per row between two flushes, in
+the order of the rows' last writes; tombstones; a record sent by other means drops the
+kept one; the producer's flush sends what is kept first; a flush waits for one in
+progress; the clean-stop marker and the discarding of stores a crash left.  The table
+writes themselves go through tables.StampedTable (on a real Faust table in a test
+context)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orders_app.faust_patches.changelog_cache import (
+    CLEAN_STOP_MARKER,
+    ChangelogCache,
+    discard_unclean_state,
+    mark_clean_stop,
+)
+
+
+class Topic:
+    def __init__(self, log: list[tuple[Any, ...]], gate: asyncio.Event | None = None) -> None:
+        self.log, self.gate = log, gate
+
+    async def send(self, **kw: Any) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        self.log.append((kw["partition"], kw["key"], kw["value"], kw["value_serializer"]))
+        assert kw["key_serializer"] == "raw" and kw["force"] is True
+        assert kw["callback"] == "persisted-offset callback"
+
+
+class Table:
+    """What the cache uses of a Faust table: its changelog topic, value serializer and
+    the callback that records the persisted offset."""
+
+    value_serializer = "stamped_json"
+    _on_changelog_sent = "persisted-offset callback"
+
+    def __init__(self, log: list[tuple[Any, ...]], gate: asyncio.Event | None = None) -> None:
+        self.changelog_topic = Topic(log, gate)
+
+
+def cache() -> ChangelogCache:
+    return ChangelogCache(interval=60.0)
+
+
+async def test_one_record_per_row_with_its_last_value_in_the_order_of_last_writes() -> None:
+    log: list[tuple[Any, ...]] = []
+    table, c = Table(log), cache()
+    c.write(table, 0, b"a", {"v": 1}, None)
+    c.write(table, 1, b"b", {"v": 1}, None)
+    c.write(table, 0, b"a", {"v": 2}, None)
+    c.write(table, 1, b"a", {"v": 9}, None)  # another partition: another row
+    assert c.pending == 3 and c.writes == 4
+    assert await c.flush() == 3
+    assert log == [
+        (1, b"b", {"v": 1}, "stamped_json"),
+        (0, b"a", {"v": 2}, "stamped_json"),
+        (1, b"a", {"v": 9}, "stamped_json"),
+    ]
+    assert c.pending == 0 and c.sent == 3
+    assert await c.flush() == 0  # nothing twice
+
+
+async def test_a_delete_is_a_tombstone_and_a_later_write_wins() -> None:
+    log: list[tuple[Any, ...]] = []
+    table, c = Table(log), cache()
+    c.write(table, 0, b"a", {"v": 1}, None)
+    c.write(table, 0, b"a", None, "raw")
+    c.write(table, 0, b"b", None, "raw")
+    c.write(table, 0, b"b", b"raw bytes", "raw")
+    await c.flush()
+    assert log == [(0, b"a", None, "raw"), (0, b"b", b"raw bytes", "raw")]
+
+
+async def test_forget_drops_the_kept_record_of_a_row_sent_by_other_means() -> None:
+    log: list[tuple[Any, ...]] = []
+    table, c = Table(log), cache()
+    c.write(table, 0, b"a", {"v": 1}, None)
+    c.write(table, 0, b"b", {"v": 1}, None)
+    c.forget(table, 0, b"a")
+    c.forget(table, 0, b"zzz")  # nothing kept: nothing happens
+    await c.flush()
+    assert log == [(0, b"b", {"v": 1}, "stamped_json")]
+
+
+async def test_the_producers_flush_sends_what_is_kept_first() -> None:
+    log: list[tuple[Any, ...]] = []
+    table, c = Table(log), cache()
+
+    class Producer:
+        async def flush(self) -> None:
+            log.append(("producer flushed",))
+
+    producer = Producer()
+    assert not c.attached
+    c.attach(producer)
+    assert c.attached
+    c.write(table, 0, b"a", {"v": 1}, None)
+    await producer.flush()
+    assert log == [(0, b"a", {"v": 1}, "stamped_json"), ("producer flushed",)]
+
+
+async def test_a_flush_waits_for_the_one_in_progress() -> None:
+    """The commit's flush must not return while the timer's flush still holds records
+    it has taken but not handed over: the offsets would be committed without them."""
+    log: list[tuple[Any, ...]] = []
+    gate = asyncio.Event()
+    table, c = Table(log, gate), cache()
+    c.write(table, 0, b"a", {"v": 1}, None)
+    first = asyncio.ensure_future(c.flush())
+    await asyncio.sleep(0.01)  # the first has taken the record and waits in send
+    assert c.pending == 0 and not log
+    second = asyncio.ensure_future(c.flush())
+    await asyncio.sleep(0.01)
+    assert not second.done()
+    gate.set()
+    assert await first == 1 and await second == 0
+    assert log == [(0, b"a", {"v": 1}, "stamped_json")]
+
+
+async def test_a_write_during_a_flush_is_sent_by_that_flush() -> None:
+    log: list[tuple[Any, ...]] = []
+    gate = asyncio.Event()
+    table, c = Table(log, gate), cache()
+    c.write(table, 0, b"a", {"v": 1}, None)
+    flushing = asyncio.ensure_future(c.flush())
+    await asyncio.sleep(0.01)
+    c.write(table, 0, b"a", {"v": 2}, None)  # an agent writes meanwhile
+    gate.set()
+    assert await flushing == 2
+    assert log == [(0, b"a", {"v": 1}, "stamped_json"), (0, b"a", {"v": 2}, "stamped_json")]
+
+
+async def test_the_periodic_flush_sends_what_no_commit_follows() -> None:
+    log: list[tuple[Any, ...]] = []
+    table, c = Table(log), ChangelogCache(interval=0.05)
+    await c.start()
+    try:
+        c.write(table, 0, b"a", {"v": 1}, None)
+        for _ in range(100):
+            if log:
+                break
+            await asyncio.sleep(0.02)
+        assert log == [(0, b"a", {"v": 1}, "stamped_json")]
+        c.write(table, 0, b"b", {"v": 1}, None)
+    finally:
+        await c.stop()  # the stop sends what is left
+    assert log[-1] == (0, b"b", {"v": 1}, "stamped_json")
+
+
+# -- the clean-stop marker ----------------------------------------------------------------
+
+
+def stores(tabledir: Path) -> None:
+    (tabledir / "orders_app-order_status-0.db").mkdir(parents=True)
+    (tabledir / "orders_app-order_status-0.db" / "CURRENT").write_text("x")
+    (tabledir / "LOCK").write_text("")
+
+
+def test_stores_a_crash_left_are_discarded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stores(tmp_path)
+    assert discard_unclean_state(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    assert "did not stop cleanly" in caplog.text
+
+
+def test_stores_a_clean_stop_left_are_kept_and_the_marker_consumed(tmp_path: Path) -> None:
+    stores(tmp_path)
+    assert mark_clean_stop(tmp_path, cache())
+    assert not discard_unclean_state(tmp_path)
+    assert (tmp_path / "orders_app-order_status-0.db" / "CURRENT").exists()
+    assert not (tmp_path / CLEAN_STOP_MARKER).exists()
+    assert discard_unclean_state(tmp_path)  # no marker now: a crash after this start
+
+
+def test_nothing_to_discard_on_a_first_start(tmp_path: Path) -> None:
+    assert not discard_unclean_state(tmp_path / "missing")
+    assert not discard_unclean_state(tmp_path)
+
+
+def test_no_marker_while_records_are_unsent(tmp_path: Path) -> None:
+    stores(tmp_path)
+    c = cache()
+    c.write(Table([]), 0, b"a", {"v": 1}, None)
+    assert not mark_clean_stop(tmp_path, c)
+    assert not (tmp_path / CLEAN_STOP_MARKER).exists()
