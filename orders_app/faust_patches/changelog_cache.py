@@ -100,23 +100,38 @@ class ChangelogCache(Service):
         producer's own flush does); -> how many."""
         async with self._flushing:
             sent = 0
-            while self._pending:
-                pending, self._pending = self._pending, {}
-                for (table, partition, key), (value, serializer) in pending.items():
-                    if value is None:
-                        serializer = "raw"
-                    await table.changelog_topic.send(
-                        key=key,
-                        value=value,
-                        partition=partition,
-                        key_serializer="raw",
-                        value_serializer=serializer or table.value_serializer,
-                        callback=table._on_changelog_sent,
-                        force=True,  # never attached to the current event
-                    )
-                    sent += 1
-            self.sent += sent
+            try:
+                while self._pending:
+                    pending, self._pending = self._pending, {}
+                    items = list(pending.items())
+                    for i, ((table, partition, key), (value, serializer)) in enumerate(items):
+                        try:
+                            await table.changelog_topic.send(
+                                key=key,
+                                value=value,
+                                partition=partition,
+                                key_serializer="raw",
+                                value_serializer="raw"
+                                if value is None
+                                else serializer or table.value_serializer,
+                                callback=table._on_changelog_sent,
+                                force=True,  # never attached to the current event
+                            )
+                        except BaseException:
+                            self._keep_unsent(items[i:])
+                            raise
+                        sent += 1
+            finally:
+                self.sent += sent
             return sent
+
+    def _keep_unsent(self, items: list[tuple[Row, tuple[Any, str | None]]]) -> None:
+        """A send failed: what was not handed over is kept again, ahead of what was
+        written meanwhile (a newer write of the same row stays the newer)."""
+        newer, self._pending = self._pending, dict(items)
+        for row, record in newer.items():
+            self._pending.pop(row, None)
+            self._pending[row] = record
 
     def attach(self, producer: Any) -> None:
         """Flush before every flush of ``producer`` (Faust's commit, revoke and stop)."""
@@ -132,7 +147,10 @@ class ChangelogCache(Service):
     @Service.task
     async def _flush_periodically(self) -> None:
         async for _ in self.itertimer(self.interval, name="changelog_cache"):
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception as err:  # noqa: BLE001 - kept; the next tick or commit retries
+                log.warning("changelog records not sent yet (%r); retried", err)
 
     async def on_stop(self) -> None:
         try:

@@ -24,10 +24,13 @@ from orders_app.faust_patches.changelog_cache import (
 class Topic:
     def __init__(self, log: list[tuple[Any, ...]], gate: asyncio.Event | None = None) -> None:
         self.log, self.gate = log, gate
+        self.fail_on: bytes | None = None
 
     async def send(self, **kw: Any) -> None:
         if self.gate is not None:
             await self.gate.wait()
+        if kw["key"] == self.fail_on:
+            raise RuntimeError("producer stopped")
         self.log.append((kw["partition"], kw["key"], kw["value"], kw["value_serializer"]))
         assert kw["key_serializer"] == "raw" and kw["force"] is True
         assert kw["callback"] == "persisted-offset callback"
@@ -134,6 +137,46 @@ async def test_a_write_during_a_flush_is_sent_by_that_flush() -> None:
     gate.set()
     assert await flushing == 2
     assert log == [(0, b"a", {"v": 1}, "stamped_json"), (0, b"a", {"v": 2}, "stamped_json")]
+
+
+async def test_what_a_failed_flush_did_not_send_is_kept(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing is dropped when a send fails: the records not handed over stay kept (a
+    newer write of one of them stays the newer), for the next flush to send."""
+    log: list[tuple[Any, ...]] = []
+    table, c = Table(log), cache()
+    for key in (b"a", b"b", b"c"):
+        c.write(table, 0, key, {"v": 1}, None)
+    table.changelog_topic.fail_on = b"b"
+    with pytest.raises(RuntimeError):
+        await c.flush()
+    assert log == [(0, b"a", {"v": 1}, "stamped_json")] and c.pending == 2
+    c.write(table, 0, b"c", {"v": 2}, None)  # written after the failure: the newer
+    table.changelog_topic.fail_on = None
+    assert await c.flush() == 2
+    assert log[1:] == [(0, b"b", {"v": 1}, "stamped_json"), (0, b"c", {"v": 2}, "stamped_json")]
+    assert c.sent == 3
+
+
+async def test_the_periodic_flush_retries_after_a_failure(caplog: pytest.LogCaptureFixture) -> None:
+    log: list[tuple[Any, ...]] = []
+    table, c = Table(log), ChangelogCache(interval=0.05)
+    table.changelog_topic.fail_on = b"a"
+    c.write(table, 0, b"a", {"v": 1}, None)
+    await c.start()
+    try:
+        for _ in range(100):
+            if "retried" in caplog.text:
+                break
+            await asyncio.sleep(0.02)
+        assert "retried" in caplog.text and c.pending == 1 and not c.crashed
+        table.changelog_topic.fail_on = None
+        for _ in range(100):
+            if log:
+                break
+            await asyncio.sleep(0.02)
+        assert log == [(0, b"a", {"v": 1}, "stamped_json")]
+    finally:
+        await c.stop()
 
 
 async def test_the_periodic_flush_sends_what_no_commit_follows() -> None:
