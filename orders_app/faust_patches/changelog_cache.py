@@ -72,6 +72,7 @@ class ChangelogCache(Service):
         self.interval = interval
         self.attached = False
         self._pending: dict[Row, tuple[Any, str | None]] = {}
+        self._taken: dict[Row, tuple[Any, str | None]] = {}  # by the flush in progress
         self._flushing = asyncio.Lock()
         self.writes = 0  # table writes taken (all rows)
         self.sent = 0  # changelog records sent
@@ -92,8 +93,11 @@ class ChangelogCache(Service):
         self.writes += 1
 
     def forget(self, table: Any, partition: int, key: bytes) -> None:
-        """Drop the row's kept record (a newer one is being sent by other means)."""
+        """Drop the row's kept record (a newer one is being sent by other means), also
+        when a flush in progress has taken it and not handed it over yet: sent after the
+        newer one, it would undo it."""
         self._pending.pop((table, partition, key), None)
+        self._taken.pop((table, partition, key), None)
 
     async def flush(self) -> int:
         """Hand every kept record to the producer (not waiting for the broker: the
@@ -102,9 +106,12 @@ class ChangelogCache(Service):
             sent = 0
             try:
                 while self._pending:
-                    pending, self._pending = self._pending, {}
-                    items = list(pending.items())
-                    for i, ((table, partition, key), (value, serializer)) in enumerate(items):
+                    # Taken, not yet handed over: ``forget`` may still drop a row here.
+                    self._taken, self._pending = self._pending, {}
+                    while self._taken:
+                        row = next(iter(self._taken))
+                        value, serializer = self._taken.pop(row)
+                        table, partition, key = row
                         try:
                             await table.changelog_topic.send(
                                 key=key,
@@ -118,7 +125,8 @@ class ChangelogCache(Service):
                                 force=True,  # never attached to the current event
                             )
                         except BaseException:
-                            self._keep_unsent(items[i:])
+                            self._keep_unsent([(row, (value, serializer)), *self._taken.items()])
+                            self._taken = {}
                             raise
                         sent += 1
             finally:
