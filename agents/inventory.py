@@ -4,7 +4,10 @@
   writer of the ``stock`` table; applies reserve / release / restock idempotently (ledger
   per sku and order, ``stock_ledger``) and replies on ``orders_app-stock-replies`` (key
   order_id).  Restocks come from the cdc agent; ``restore`` (a recorded order's
-  reservation held again after a restart, no reply) from the order agent.
+  reservation held again after a restart, no reply) from the order agent.  A reserve
+  for a sku this partition has no record of yet (orders overtaking the products
+  snapshot on a cold start) takes the sku's catalogue level from Postgres first; only
+  a sku the catalogue does not have is out of stock.
 - The order side of the saga (start it on a successful charge, collect the replies, emit
   ``inventory_updated`` ``reserved`` | ``out_of_stock`` + releases | ``released``) is a
   step of the order agent (:mod:`agents.order_flow`): the saga state lives in the order's
@@ -18,8 +21,10 @@ import logging
 import time
 from typing import Any
 
-from agents.inventory_rules import release, reserve, restore, set_total
+from agents.cdc import recorded_retrying
+from agents.inventory_rules import Stock, release, reserve, restore, set_total
 from orders_app.app import app
+from orders_app.db import catalogue_level
 from orders_app.records import StockCommand, StockReply
 from orders_app.streams import dead_letter, decoded, guarded, send
 from orders_app.topics import STOCK_COMMANDS, STOCK_REPLIES
@@ -27,6 +32,22 @@ from tables.corrections import take_stock_fix
 from tables.stock import stock, stock_ledger
 
 log = logging.getLogger(__name__)
+
+
+async def catalogue_stock(sku: str) -> Stock | None:
+    """A stock record from the sku's catalogue level in Postgres (None: no such sku),
+    for a sku whose level CDC has not delivered here yet.  The restock CDC delivers
+    later sets the same total (absolute), so nothing is counted twice.  Postgres
+    unreachable is waited for as the cdc agent waits (``recorded_retrying``), then the
+    error dead-letters the command."""
+    async for attempt in recorded_retrying():
+        with attempt:
+            async with app.db.acquire() as conn:
+                level = await catalogue_level(conn, sku)
+    if level is None:
+        return None
+    log.info("stock of %s not delivered by CDC yet: catalogue level %d from Postgres", sku, level)
+    return set_total(None, level)
 
 
 @app.agent(STOCK_COMMANDS, name="inventory-stock")
@@ -51,12 +72,14 @@ async def stock_commands(stream: Any) -> None:
                 continue
             if cmd.op == "reserve":
                 current, before = stock.get(cmd.sku), stock_ledger.get(ledger_key)
+                if current is None and before is None:
+                    # The sku's catalogue level has not come through CDC yet (a cold
+                    # start: orders can overtake the products snapshot): Postgres has it.
+                    current = await catalogue_stock(cmd.sku)
                 new_stock, entry, ok = reserve(current, before, cmd.quantity)
                 if current is None and before is None:
-                    # Every catalogue sku has a record once the products snapshot is in:
-                    # a refusal for want of one is worth a line (a crash-window suspect).
                     log.warning(
-                        "reserve %s x%d for %s refused: no stock record for the sku here",
+                        "reserve %s x%d for %s refused: the catalogue has no such sku",
                         cmd.sku,
                         cmd.quantity,
                         cmd.order_id,

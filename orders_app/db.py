@@ -222,6 +222,13 @@ class Database(Service):
             return False
 
 
+async def catalogue_level(conn: Conn, sku: str) -> int | None:
+    """The sku's catalogue stock level (``products.stock``: initial + restocks so far), or
+    None for a sku the catalogue does not have."""
+    level = await conn.fetchval("SELECT stock FROM products WHERE sku = $1", sku)
+    return None if level is None else int(level)
+
+
 async def recorded_document(conn: Conn, order_id: str) -> dict[str, Any] | None:
     """The order's document as the outcome sink recorded it (``order_status_view``), or
     None when Postgres has no outcome for it."""

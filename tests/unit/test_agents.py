@@ -762,7 +762,49 @@ async def test_stock_reserves_what_is_available_and_replies(pipeline: Pipeline) 
     assert ledger["SKU-A|ord-2"]["state"] == "failed"
 
 
-async def test_stock_refuses_an_unknown_sku_and_releases_once(pipeline: Pipeline) -> None:
+class Catalogue:
+    """Stands in for ``app.db`` for the stock agent: ``products.stock`` as a dict, read
+    by the real ``orders_app.db.catalogue_level`` through ``acquire()``/``fetchval``."""
+
+    def __init__(self, levels: dict[str, int]) -> None:
+        self.levels = levels
+        self.asked: list[str] = []
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Catalogue]:
+        yield self
+
+    async def fetchval(self, query: str, sku: str) -> int | None:
+        assert "FROM products" in query
+        self.asked.append(sku)
+        return self.levels.get(sku)
+
+
+async def test_a_reserve_before_the_catalogue_level_takes_it_from_postgres(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold start: an order's reserve overtook the products snapshot's restock on the
+    sku's partition.  The level comes from Postgres, the order is served, and the
+    restock that follows (the same absolute level) counts nothing twice."""
+    catalogue = Catalogue({"SKU-A": 5})
+    monkeypatch.setattr(app, "_database", catalogue)
+    async with pipeline.run(stock_commands) as agent:
+        await agent.process(STOCK_COMMANDS, b"SKU-A", enc(command("reserve", "SKU-A", 3)))
+        assert data(stock)["SKU-A"] == {"available": 2, "reserved": 3, "total": 5}
+        await agent.process(STOCK_COMMANDS, b"SKU-A", enc(command("restock", "SKU-A", 5, "")))
+        await agent.process(STOCK_COMMANDS, b"SKU-A", enc(command("reserve", "SKU-A", 2, "ord-2")))
+
+    answers = [(r.order_id, r.ok) for r in (s.record() for s in pipeline.sent(STOCK_REPLIES))]
+    assert answers == [("ord-1", True), ("ord-2", True)]
+    assert data(stock)["SKU-A"] == {"available": 0, "reserved": 5, "total": 5}
+    assert catalogue.asked == ["SKU-A"]  # once: the sku has a record from then on
+
+
+async def test_stock_refuses_an_unknown_sku_and_releases_once(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalogue = Catalogue({})  # the catalogue does not have SKU-X either
+    monkeypatch.setattr(app, "_database", catalogue)
     async with pipeline.run(stock_commands) as agent:
         await agent.process(STOCK_COMMANDS, b"SKU-X", enc(command("reserve", "SKU-X", 1)))
         await agent.process(STOCK_COMMANDS, b"SKU-A", enc(command("restock", "SKU-A", 4, "")))
@@ -778,6 +820,7 @@ async def test_stock_refuses_an_unknown_sku_and_releases_once(pipeline: Pipeline
         ("release", "SKU-A", True),
     ]
     assert "SKU-X" not in data(stock)
+    assert catalogue.asked == ["SKU-X"]
     assert data(stock)["SKU-A"] == {"available": 4, "reserved": 0, "total": 4}
     assert data(stock_ledger)["SKU-A|ord-1"]["state"] == "released"
 
