@@ -22,7 +22,14 @@ import time
 from typing import Any
 
 from agents.cdc import recorded_retrying
-from agents.inventory_rules import Stock, release, reserve, restore, set_total
+from agents.inventory_rules import (
+    Stock,
+    needs_level,
+    release,
+    reserve,
+    restore,
+    set_total,
+)
 from orders_app.app import app
 from orders_app.db import catalogue_level
 from orders_app.records import StockCommand, StockReply
@@ -34,20 +41,20 @@ from tables.stock import stock, stock_ledger
 log = logging.getLogger(__name__)
 
 
-async def catalogue_stock(sku: str) -> Stock | None:
-    """A stock record from the sku's catalogue level in Postgres (None: no such sku),
-    for a sku whose level CDC has not delivered here yet.  The restock CDC delivers
-    later sets the same total (absolute), so nothing is counted twice.  Postgres
-    unreachable is waited for as the cdc agent waits (``recorded_retrying``), then the
-    error dead-letters the command."""
+async def catalogue_stock(sku: str, current: Stock | None) -> Stock | None:
+    """``current`` (no record, or one only restored reservations made) with the sku's
+    catalogue level from Postgres; ``current`` unchanged for a sku the catalogue does
+    not have.  The restock CDC delivers later sets the same total (absolute), so nothing
+    is counted twice.  Postgres unreachable is waited for as the cdc agent waits
+    (``recorded_retrying``), then the error dead-letters the command."""
     async for attempt in recorded_retrying():
         with attempt:
             async with app.db.acquire() as conn:
                 level = await catalogue_level(conn, sku)
     if level is None:
-        return None
+        return current
     log.info("stock of %s not delivered by CDC yet: catalogue level %d from Postgres", sku, level)
-    return set_total(None, level)
+    return set_total(current, level)
 
 
 @app.agent(STOCK_COMMANDS, name="inventory-stock")
@@ -72,10 +79,10 @@ async def stock_commands(stream: Any) -> None:
                 continue
             if cmd.op == "reserve":
                 current, before = stock.get(cmd.sku), stock_ledger.get(ledger_key)
-                if current is None and before is None:
+                if needs_level(current) and before is None:
                     # The sku's catalogue level has not come through CDC yet (a cold
                     # start: orders can overtake the products snapshot): Postgres has it.
-                    current = await catalogue_stock(cmd.sku)
+                    current = await catalogue_stock(cmd.sku, current)
                 new_stock, entry, ok = reserve(current, before, cmd.quantity)
                 if current is None and before is None:
                     log.warning(

@@ -17,6 +17,10 @@ from orders_app.records import OrderLine
 
 Stock = dict[str, Any]  # available, reserved, total (+ the retention archive)
 
+#: Marks a stock record made by restored reservations before the sku's catalogue level
+#: arrived (its total is only what is reserved); :func:`set_total` removes it.
+LEVEL_UNKNOWN = "level_unknown"
+
 
 def merge_lines(lines: list[OrderLine]) -> dict[str, int]:
     """Quantity per distinct sku, in first-seen order."""
@@ -65,11 +69,18 @@ def restore(
     Idempotent: a ledger entry that exists already changes nothing."""
     if ledger is not None:
         return stock, ledger
-    current = stock or {"available": 0, "reserved": 0, "total": 0}
+    # A record made here has no catalogue level yet (``LEVEL_UNKNOWN``, until set_total).
+    current = stock or {"available": 0, "reserved": 0, "total": 0, LEVEL_UNKNOWN: True}
     available = max(0, current["available"] - quantity)
     reserved = current["reserved"] + quantity
     new = {**current, "available": available, "reserved": reserved, "total": available + reserved}
     return new, {"state": "reserved", "quantity": quantity, "ok": True, "restored": True}
+
+
+def needs_level(stock: Stock | None) -> bool:
+    """Whether the sku's catalogue level has not reached this record yet: no record, or
+    one only restored reservations made (a reserve then reads the level elsewhere)."""
+    return stock is None or bool(stock.get(LEVEL_UNKNOWN))
 
 
 def set_total(stock: Stock | None, total: int) -> Stock:
@@ -82,12 +93,14 @@ def set_total(stock: Stock | None, total: int) -> Stock:
         return {"available": total, "reserved": 0, "total": total}
     delta = total - stock["total"]
     available = max(0, stock["available"] + delta)
-    return {
+    new = {
         **stock,  # the retention archive (agents.retention_rules) stays with the record
         "available": available,
         "reserved": stock["reserved"],
         "total": available + stock["reserved"],
     }
+    new.pop(LEVEL_UNKNOWN, None)
+    return new
 
 
 def saga_start(order_id: str, lines: list[OrderLine]) -> dict[str, Any]:

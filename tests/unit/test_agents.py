@@ -800,6 +800,24 @@ async def test_a_reserve_before_the_catalogue_level_takes_it_from_postgres(
     assert catalogue.asked == ["SKU-A"]  # once: the sku has a record from then on
 
 
+async def test_a_reserve_after_restored_holds_but_before_the_level_reads_it_too(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart on a fresh broker: a recorded order's hold is restored before the
+    products snapshot; a new order's reserve must not see "total = what is held"."""
+    catalogue = Catalogue({"SKU-A": 10})
+    monkeypatch.setattr(app, "_database", catalogue)
+    async with pipeline.run(stock_commands) as agent:
+        await agent.process(STOCK_COMMANDS, b"SKU-A", enc(command("restore", "SKU-A", 4)))
+        await agent.process(STOCK_COMMANDS, b"SKU-A", enc(command("reserve", "SKU-A", 5, "ord-2")))
+        await agent.process(STOCK_COMMANDS, b"SKU-A", enc(command("restock", "SKU-A", 10, "")))
+
+    [answer] = [s.record() for s in pipeline.sent(STOCK_REPLIES)]
+    assert (answer.order_id, answer.ok) == ("ord-2", True)
+    assert data(stock)["SKU-A"] == {"available": 1, "reserved": 9, "total": 10}
+    assert catalogue.asked == ["SKU-A"]
+
+
 async def test_stock_refuses_an_unknown_sku_and_releases_once(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -439,10 +439,14 @@ def test_restore_holds_against_a_known_sku_and_is_idempotent() -> None:
 
 
 def test_restore_before_the_catalogue_level_ends_at_level_minus_held() -> None:
-    from agents.inventory_rules import restore
+    from agents.inventory_rules import needs_level, restore
 
     held, _ = restore(None, None, 4)
-    assert held == {"available": 0, "reserved": 4, "total": 4}
-    assert set_total(held, 10) == stock(6, 4)
+    assert held == {"available": 0, "reserved": 4, "total": 4, "level_unknown": True}
+    assert needs_level(held) and needs_level(None) and not needs_level(stock(10))
+    assert set_total(held, 10) == stock(6, 4)  # the level known now: the mark goes
+    assert not needs_level(set_total(held, 10))
+    # a second restored order on the same record keeps the mark
+    assert needs_level(restore(held, None, 1)[0])
     # the other way round gives the same
     assert restore(set_total(None, 10), None, 4)[0] == stock(6, 4)
