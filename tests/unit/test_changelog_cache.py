@@ -250,3 +250,42 @@ def test_no_marker_while_records_are_unsent(tmp_path: Path) -> None:
     c.write(Table([]), 0, b"a", {"v": 1}, None)
     assert not mark_clean_stop(tmp_path, c)
     assert not (tmp_path / CLEAN_STOP_MARKER).exists()
+
+
+# -- what the patch relies on in faust-streaming 0.15 ---------------------------------------
+
+
+def test_faust_flushes_the_producer_before_it_commits_on_a_revoke_and_at_stop() -> None:
+    """The cache is flushed by wrapping ``Producer.flush``: that is only enough while
+    Faust awaits the producer's flush before every offset commit (at-least-once), when
+    partitions are revoked and when the app stops."""
+    import inspect
+
+    from faust.app.base import App
+    from faust.transport.consumer import Consumer
+
+    commit = inspect.getsource(Consumer._commit_offsets)
+    flush_at = commit.index("await self.app.producer.flush()")
+    assert flush_at < commit.index("did_commit = await self._commit(committable_offsets)")
+    assert "await T(self._producer_flush)(on_timeout)" in inspect.getsource(
+        App._on_partitions_revoked
+    )
+    assert "await self._producer_flush(self.log)" in inspect.getsource(App.on_stop)
+    assert "await self._producer.flush()" in inspect.getsource(App._producer_flush)
+
+
+def test_stamped_table_mirrors_fausts_on_key_set_and_on_key_del() -> None:
+    """tables.StampedTable replaces the send in ``Table.on_key_set`` / ``on_key_del`` and
+    keeps the rest: pinned so an upgrade that adds a step there is noticed."""
+    import inspect
+
+    from faust.tables.table import Table
+
+    on_set = inspect.getsource(Table.on_key_set)
+    assert "self.send_changelog(self.partition_for_key(key), key, value)" in on_set
+    assert "self._maybe_set_key_ttl(key, partition)" in on_set
+    assert "self._sensor_on_set(self, key, value)" in on_set
+    on_del = inspect.getsource(Table.on_key_del)
+    assert "self._maybe_del_key_ttl(key, partition)" in on_del
+    assert "self._sensor_on_del(self, key)" in on_del
+    assert on_set.count("\n") <= 10 and on_del.count("\n") <= 10  # nothing else in them
