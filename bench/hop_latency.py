@@ -1,17 +1,24 @@
-"""Hop latency on the embedded broker with aiokafka alone, shaped like the worker: one
-consumer on two topics x 4 partitions; each consumed message is produced on to the other
-topic (a hop), up to ``HOPS`` hops per chain; chains start 10 ms apart (100/s).  Prints
-the per-hop latency (produce -> consume) for fetch waits of 5 and 20 ms: what a hop costs
-without Faust, to compare with the pipeline's hops (README, "Benchmarks").
+"""Hop latency on the embedded broker, shaped like the worker: chains of ``HOPS`` hops,
+each hop a message consumed from topic x or y (4 partitions each) and produced on to the
+other; chains start 10 ms apart (100/s).  Per-hop latency (produce -> consume), for
+fetch waits of 5 and 20 ms, two ways: aiokafka alone (one consumer relaying), and a bare
+Faust agent relaying (``bench/faust_relay.py``, a worker process; with and without the
+app's eager delivery).  What a hop costs without our agents, to compare with the
+pipeline's hops (README, "Benchmarks"; bench/PROFILE.md).
 
-Usage: ``.venv/bin/python -m bench.hop_latency`` (about a minute).
+Usage: ``.venv/bin/python -m bench.hop_latency`` (about four minutes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -73,11 +80,62 @@ async def hops(wait_ms: int) -> list[float]:
         await broker.stop()
 
 
+async def faust_hops(wait_ms: int, eager: bool) -> list[float]:
+    """The same chains through a bare Faust agent (``bench/faust_relay.py``)."""
+    broker = EmbeddedBroker()
+    await broker.start()
+    tmp = Path(tempfile.mkdtemp(prefix="relay-"))
+    try:
+        await ensure_topics(broker.bootstrap, ["x", "y"], 4)
+        lat_file = tmp / "latencies.json"
+        env = {
+            **os.environ,
+            "BROKER": f"kafka://{broker.bootstrap}",
+            "LAT_FILE": str(lat_file),
+            "RELAY_WAIT": str(wait_ms),
+            "EAGER": "1" if eager else "0",
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        }
+        with (tmp / "worker.log").open("wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "bench.faust_relay", "worker", "-l", "warn"],
+                env=env,
+                cwd=tmp,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                await asyncio.sleep(12)  # started, assigned, caught up
+                producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks=-1)
+                await producer.start()
+                for chain in range(CHAINS):
+                    value = orjson.dumps({"chain": chain, "hop": 0, "t": time.time()})
+                    await producer.send("x", value, key=b"%d" % chain)
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(5)
+                await producer.stop()
+            finally:
+                worker.terminate()
+                worker.wait(20)
+        latencies: list[float] = orjson.loads(lat_file.read_bytes())
+        return latencies
+    finally:
+        await broker.stop()
+
+
+def report(what: str, latencies: list[float]) -> None:
+    q = statistics.quantiles(latencies, n=100)
+    p50, p90, p99 = q[49], q[89], q[98]
+    print(f"{what}: per hop p50 {p50:.1f}, p90 {p90:.1f}, p99 {p99:.1f} ms (n={len(latencies)})")
+
+
 def main() -> None:
     for wait_ms in (5, 20):
-        q = statistics.quantiles(asyncio.run(hops(wait_ms)), n=100)
-        p50, p90, p99 = q[49], q[89], q[98]
-        print(f"fetch wait {wait_ms} ms: per hop p50 {p50:.1f}, p90 {p90:.1f}, p99 {p99:.1f} ms")
+        report(f"aiokafka, fetch wait {wait_ms} ms", asyncio.run(hops(wait_ms)))
+    for eager in (False, True):
+        for wait_ms in (5, 20):
+            what = f"Faust agent{' (eager delivery)' if eager else ''}, fetch wait {wait_ms} ms"
+            report(what, asyncio.run(faust_hops(wait_ms, eager)))
 
 
 if __name__ == "__main__":
