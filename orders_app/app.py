@@ -32,6 +32,7 @@ from orders_app.faust_patches.changelog_cache import (
     mark_clean_stop,
 )
 from orders_app.faust_patches.gaps import watch_gaps
+from orders_app.faust_patches.lean_monitor import LeanPrometheusMonitor
 from orders_app.faust_patches.skip_guard import on_client_started
 from orders_app.feed import Feed
 from orders_app.logs import logging_config
@@ -192,7 +193,8 @@ class OrdersApp(faust.App):
         if not isinstance(self.monitor, PrometheusMonitor):
             # Faust's own sensors, on the app's registry beside the business metrics.
             faust_metrics = FaustMetrics.create(self.metrics.registry, "faust")
-            self.monitor = PrometheusMonitor(metrics=faust_metrics)
+            monitor_cls = LeanPrometheusMonitor if self.settings.lean_monitor else PrometheusMonitor
+            self.monitor = monitor_cls(metrics=faust_metrics)
         deps = list(super().on_init_dependencies())
         if not (self.producer_only or self.client_only):
             # Children stop in reverse order: the outcome sink (and the pool it writes

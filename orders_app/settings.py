@@ -113,6 +113,11 @@ class Settings(BaseSettings):
         description="one changelog record per table row between two commits, as Kafka "
         "Streams' record cache (orders_app/faust_patches/changelog_cache.py)",
     )
+    lean_monitor: bool = Field(
+        True,
+        description="Faust's Prometheus sensor with its labelled children looked up once, "
+        "same metrics (orders_app/faust_patches/lean_monitor.py)",
+    )
     cython_optimizations: bool = Field(
         False,
         description="Faust's repaired Cython fast paths (stream iterator, conductor)",

@@ -3,5 +3,6 @@ pinned by tests: ``skip_guard`` (the defects that skip records silently after an
 assignment, and one that hangs a rebalance; ``ORDERS_SKIP_GUARD``) and ``gaps`` (an offset
 gap detector: a delivered offset that jumps over records never delivered is counted and
 logged) answer Faust's defects; ``eager_delivery`` (``ORDERS_EAGER_DELIVERY``) removes a
-per-message cost of Faust's consumer, behaviour unchanged.  None is about the broker, so
+per-message cost of Faust's consumer and ``lean_monitor`` (``ORDERS_LEAN_MONITOR``) one of
+its Prometheus sensor, behaviour unchanged.  None is about the broker, so
 they apply on any broker."""
