@@ -42,6 +42,15 @@ from orders_app.settings import Settings, load_settings_or_exit
 from orders_app.sink import OutcomeSink
 from orders_app.sink_rules import Source
 
+# The worker's own consumer fetches every ``fetch_wait_ms`` (20 ms): each hop of an order
+# waits for it.  The two side readers need not: the dashboard's feed coalesces its pushes
+# (250 ms by default) and the sink reads changelogs that the changelog cache sends once a
+# commit interval (2.8 s).  Tansu answers a fetch only when its wait is over, and every
+# answer costs a decode of all the reader's partitions in pure Python: at 20 ms the two
+# cost ~3 % of a core idle (bench/PROFILE.md).
+FEED_FETCH_WAIT_MS = 100
+SINK_FETCH_WAIT_MS = 250
+
 
 class OrdersApp(faust.App):
     """``faust.App`` plus the app's own settings and injected resources."""
@@ -84,7 +93,7 @@ class OrdersApp(faust.App):
         if self._feed is None:
             self._feed = Feed(
                 self.settings.kafka_bootstrap,
-                fetch_wait_ms=self.settings.fetch_wait_ms,
+                fetch_wait_ms=max(self.settings.fetch_wait_ms, FEED_FETCH_WAIT_MS),
                 loop=self.loop,
             )
         return self._feed
@@ -100,7 +109,7 @@ class OrdersApp(faust.App):
                 self.db,
                 self.metrics,
                 self._sink_dead_letter,
-                fetch_wait_ms=s.fetch_wait_ms,
+                fetch_wait_ms=max(s.fetch_wait_ms, SINK_FETCH_WAIT_MS),
                 session_timeout_s=s.session_timeout,
                 max_records=s.batch_max,
                 cut_fetch_holes=wanted(s.broker_compat, None),

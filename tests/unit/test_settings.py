@@ -220,3 +220,19 @@ def test_settings_reach_faust_configuration(monkeypatch: pytest.MonkeyPatch) -> 
     assert cython_optimizations_enabled(probe.conf)
     assert probe.conf.broker_session_timeout == 6.0
     assert probe.conf.consumer_auto_offset_reset == "earliest"
+
+
+def test_side_readers_fetch_less_often_than_the_agents() -> None:
+    """The feed and the outcome sink need not wake every ``fetch_wait_ms``: each Fetch answer
+    costs a decode of all their partitions (orders_app/app.py), so they wait longer -
+    unless the setting asks for longer still."""
+    from orders_app.app import FEED_FETCH_WAIT_MS, SINK_FETCH_WAIT_MS, OrdersApp
+
+    app = OrdersApp("side-readers-20")
+    app.use_settings(Settings(fetch_wait_ms=20))
+    assert app.feed.fetch_wait_ms == FEED_FETCH_WAIT_MS == 100
+    assert app.sink.fetch_wait_ms == SINK_FETCH_WAIT_MS == 250
+    slow = OrdersApp("side-readers-500")
+    slow.use_settings(Settings(fetch_wait_ms=500))
+    assert slow.feed.fetch_wait_ms == 500
+    assert slow.sink.fetch_wait_ms == 500
