@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -312,14 +312,20 @@ async def _run_stack(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await gen_task
         # Workers first (SIGTERM, SIGKILL after a grace period), then the services they use.
-        with contextlib.suppress(Exception):
-            await supervisor.stop()
+        await _stop_reporting("workers", supervisor.stop)
         for svc in reversed(started):
-            with contextlib.suppress(Exception):
-                await svc.stop()
+            await _stop_reporting(type(svc).__name__, svc.stop)
         click.echo("stopped.")
     if failure is not None:
         raise SystemExit(1)
+
+
+async def _stop_reporting(what: str, stop: Callable[[], Awaitable[None]]) -> None:
+    """Stop one part of the stack; a failure is one line and the next part still stops."""
+    try:
+        await stop()
+    except Exception as err:  # noqa: BLE001 - every part must get its turn to stop
+        click.echo(f"orders-app: stopping {what} failed: {err!r}", err=True)
 
 
 async def _start_cdc(settings: Settings, dsn: str, run_dir: Path, *, fresh_broker: bool) -> Any:

@@ -29,6 +29,7 @@ from mode import Service
 __all__ = ["EmbeddedBroker", "EmbeddedPostgres", "StackError", "free_port"]
 
 PG_SYSTEM_USER = "embedded_postgres"
+log = logging.getLogger(__name__)
 
 
 class StackError(RuntimeError):
@@ -288,16 +289,53 @@ class EmbeddedPostgres(Service):
 
     async def on_stop(self) -> None:
         if (self.pgdata / "postmaster.pid").exists():
-            with contextlib.suppress(StackError):
+            try:
                 await asyncio.to_thread(
                     self._run, "pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop"
                 )
+            except (StackError, subprocess.TimeoutExpired) as err:
+                log.warning("postgres: %s; stopping the postmaster by signal", err)
+        # Whatever pg_ctl said: a server left running would outlive the stack.
+        await asyncio.to_thread(self.ensure_stopped)
+
+    def ensure_stopped(self, grace: float = 30.0) -> bool:
+        """Stop a postmaster still running on ``pgdata`` by signal (SIGINT = fast
+        shutdown, then SIGQUIT, then SIGKILL); -> True if there was one to stop."""
+        pid = _live_pid(self.pgdata / "postmaster.pid")
+        if pid is None:
+            return False
+        for sig, wait in ((signal.SIGINT, grace), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if not _alive(pid):
+                    return True
+                time.sleep(0.05)
+        return True
 
 
 def _pid_alive(pidfile: Path) -> bool:
+    return _live_pid(pidfile) is not None
+
+
+def _live_pid(pidfile: Path) -> int | None:
+    """The pid in a postmaster.pid, if that process is alive."""
     try:
         pid = int(pidfile.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
         os.kill(pid, 0)
-    except (ValueError, IndexError, ProcessLookupError, PermissionError):
+    except (ProcessLookupError, PermissionError):
         return False
-    return True
+    # A zombie (our child, not reaped yet) has exited.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
