@@ -20,6 +20,7 @@ import pytest
 from orders_app.admin import ensure_topics, registry_topic_names
 from orders_app.cdc.builtin import CdcReader
 from orders_app.cdc.debezium import DebeziumConnect
+from orders_app.cdc.debezium_connect import WORKER_DEFAULTS
 from orders_app.embedded.servers import EmbeddedBroker
 from tests.conftest import drop_slot
 from tests.support import eventually, read_topic
@@ -182,7 +183,8 @@ async def test_offsets_live_as_long_as_the_broker(stack, tmp_path: Path, tmp_roo
             return by_key if op in ops_of(by_key, oid) else None
 
         assert await eventually(lambda: seen(stack.bootstrap, "off-1", "c"))
-        await asyncio.sleep(1.5)  # one offset commit (offset.flush.interval.ms=1000)
+        # one offset commit (the worker's offset.flush.interval.ms)
+        await asyncio.sleep(int(WORKER_DEFAULTS["offset.flush.interval.ms"]) / 1000 + 0.5)
         pid = dbz.pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
