@@ -259,7 +259,7 @@ class EmbeddedPostgres(Service):
         if stale.exists():
             # A previous run was killed: pg_ctl refuses to start over a live pid only.
             self._run("pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "-w", "stop") if (
-                _pid_alive(stale)
+                _live_pid(stale) is not None
             ) else stale.unlink()
         self._run(
             "pg_ctl",
@@ -313,10 +313,6 @@ class EmbeddedPostgres(Service):
                     return True
                 time.sleep(0.05)
         return True
-
-
-def _pid_alive(pidfile: Path) -> bool:
-    return _live_pid(pidfile) is not None
 
 
 def _live_pid(pidfile: Path) -> int | None:

@@ -7,29 +7,12 @@ the products snapshot did."""
 
 from __future__ import annotations
 
-import time
-from decimal import Decimal
-
 import pytest
 
-from orders_app.records import OrderCreated, OrderLine
-from tests.integration.test_analytics import produce
+from tests.integration.test_foundation import order, produce
 from tests.support import ahttp, eventually
 
 pytestmark = pytest.mark.integration
-
-
-def order(order_id: str, sku: str, quantity: int) -> OrderCreated:
-    return OrderCreated(
-        order_id=order_id,
-        customer_id=f"c-{order_id}",
-        country="DE",
-        currency="EUR",
-        total=Decimal("10.00") * quantity,
-        lines=[OrderLine(sku=sku, quantity=quantity, unit_price=Decimal("10.00"))],
-        payment_method="tok_visa",
-        created_at=time.time(),
-    )
 
 
 async def test_orders_before_the_catalogue_reaches_the_stock_agent(stack, workers) -> None:
@@ -37,7 +20,7 @@ async def test_orders_before_the_catalogue_reaches_the_stock_agent(stack, worker
     await workers.wait_ready(worker)
     _s, before, _ = await ahttp("GET", f"{worker.url}/inventory/SKU-0001")
     assert _s == 404, before  # no CDC: the stock agent has never seen the catalogue
-    await produce(stack.bootstrap, [order("cold-1", "SKU-0001", 2), order("cold-2", "SKU-NONE", 1)])
+    await produce(stack.bootstrap, order("cold-1", "SKU-0001", 2), order("cold-2", "SKU-NONE", 1))
 
     async def statuses() -> dict[str, str] | None:
         out = {}

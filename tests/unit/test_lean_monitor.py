@@ -45,12 +45,11 @@ TABLES = [FakeTable("order_status"), FakeTable("stock")]
 
 def drive(monitor: PrometheusMonitor, events: int) -> None:
     """A worker's hook calls for ``events`` events over two topics, two streams, two tables."""
-    tps, streams, tables = TPS, STREAMS, TABLES
     for n in range(events):
-        tp = tps[n % len(tps)]
+        tp = TPS[n % len(TPS)]
         msg = message(tp, n)
-        stream = streams[n % 2]
-        table = tables[n % 2]
+        stream = STREAMS[n % 2]
+        table = TABLES[n % 2]
         monitor.on_message_in(tp, n, msg)
         state = monitor.on_stream_event_in(tp, n, stream, None)  # type: ignore[arg-type]
         monitor.on_table_get(table, b"k")  # type: ignore[arg-type]
