@@ -46,9 +46,9 @@ from orders_app.sink_rules import Source
 # The worker's own consumer fetches every ``fetch_wait_ms`` (20 ms): each hop of an order
 # waits for it.  The two side readers need not: the dashboard's feed coalesces its pushes
 # (250 ms by default) and the sink reads changelogs that the changelog cache sends once a
-# commit interval (2.8 s).  Tansu answers a fetch only when its wait is over, and every
-# answer costs a decode of all the reader's partitions in pure Python: at 20 ms the two
-# cost ~3 % of a core idle (bench/PROFILE.md).
+# commit interval (2.8 s).  Every Fetch answer, empty or not, costs a decode of all the
+# reader's partitions in pure Python: at 20 ms the two cost ~3 % of a core idle
+# (bench/PROFILE.md).
 FEED_FETCH_WAIT_MS = 100
 SINK_FETCH_WAIT_MS = 250
 

@@ -148,6 +148,10 @@ class Worker:
             return ""
 
 
+# A worker's graceful stop takes ~1.5 s; SIGKILL after this.
+STOP_TIMEOUT = 20.0
+
+
 class WorkerPool:
     def __init__(self, stack: Stack, tmp: Path) -> None:
         self.stack = stack
@@ -193,7 +197,9 @@ class WorkerPool:
         except AssertionError as err:  # it exited, or was not ready in time
             raise AssertionError(f"{err}:\n{worker.log_tail()}") from None
 
-    def stop(self, worker: Worker, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+    def stop(
+        self, worker: Worker, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT
+    ) -> None:
         if worker.proc.poll() is None:
             worker.proc.send_signal(sig)
             self._reap(worker, timeout)
@@ -205,7 +211,7 @@ class WorkerPool:
         for w in running:
             w.proc.send_signal(signal.SIGTERM)
         for w in running:
-            self._reap(w, 20.0)
+            self._reap(w, STOP_TIMEOUT)
 
     @staticmethod
     def _reap(worker: Worker, timeout: float) -> None:
