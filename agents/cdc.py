@@ -1,8 +1,11 @@
 """CDC agent: Debezium envelopes -> domain events.
 
 Input ``orders_db.public.orders`` (key ``{"id": ...}``) -> ``order_created`` (key
-order_id); input ``orders_db.public.products`` (key ``{"sku": ...}``) ->
-``orders_app-stock-commands`` restock (key sku).  Works identically on Debezium's and the
+order_id, header ``FRAUD_REQUESTED``) and ``orders_app-orders-by-customer`` (key
+customer_id: the order's fraud check starts here, beside the order agent's first step,
+not after it - one broker hop less before the order is decided); input
+``orders_db.public.products`` (key ``{"sku": ...}``) -> ``orders_app-stock-commands``
+restock (key sku).  Works identically on Debezium's and the
 embedded reader's events, with the JSON converter's schemas enabled
 (``{"schema", "payload"}``) or disabled, keys and values alike.  Idempotent on replays
 (snapshot/stream overlap, redelivery): an order already emitted from another change is
@@ -36,8 +39,10 @@ from orders_app.db import recorded_document
 from orders_app.records import ChangeEvent, DecodeError, OrderRestored, StockCommand
 from orders_app.streams import dead_letter, guarded, send
 from orders_app.topics import (
+    FRAUD_REQUESTED,
     ORDER_CREATED,
     ORDER_RESTORES,
+    ORDERS_BY_CUSTOMER,
     ORDERS_CDC,
     PRODUCTS_CDC,
     STOCK_COMMANDS,
@@ -111,9 +116,16 @@ async def orders_changes(stream: Any) -> None:
                     await send(ORDER_RESTORES, order.order_id, restored)
                     continue
             # First time, or a redelivery of the very same change: emit (again), since a
-            # crash may have kept the cdc_seen record and lost the order_created one.
+            # crash may have kept the cdc_seen record and lost the messages.
             cdc_seen[order.order_id] = lsn
-            await send(ORDER_CREATED, order.order_id, order, timestamp=order.created_at)
+            await send(ORDERS_BY_CUSTOMER, order.customer_id, order, timestamp=order.created_at)
+            await send(
+                ORDER_CREATED,
+                order.order_id,
+                order,
+                timestamp=order.created_at,
+                headers=[(FRAUD_REQUESTED, b"1")],
+            )
 
 
 @app.agent(PRODUCTS_CDC, name="cdc-products")

@@ -8,8 +8,10 @@ as :class:`Out` values the order agent (:mod:`agents.status`) sends after writin
 document:
 
 - ``order_created`` -> ``orders_app-orders-by-customer`` (key customer_id, timestamp the
-  commit time): the fraud step's repartition, until the order has a fraud decision; the
-  first decision (``order_validated`` | ``fraud_alerts``) is recorded as ``fraud`` and a
+  commit time): the fraud step's repartition, until the order has a fraud decision, unless
+  the cdc agent has sent it already (the message's ``FRAUD_REQUESTED`` header; a lost
+  send is re-driven as any other, :func:`awaited`); the first decision
+  (``order_validated`` | ``fraud_alerts``) is recorded as ``fraud`` and a
   different later one is ignored;
 - ``order_validated`` -> the payment step (:mod:`agents.payment`) charges once and emits
   ``payment_successful`` | ``payment_failed``; a successful charge starts the stock saga
@@ -86,8 +88,17 @@ class Advance:
     firsts: list[tuple[str, str]] = field(default_factory=list)
 
 
-def advance(doc: dict[str, Any] | None, order_id: str, record: faust.Record, now: float) -> Advance:
-    """Apply one input to the order's document.  Pure and idempotent per input."""
+def advance(
+    doc: dict[str, Any] | None,
+    order_id: str,
+    record: faust.Record,
+    now: float,
+    *,
+    fraud_requested: bool = False,
+) -> Advance:
+    """Apply one input to the order's document.  Pure and idempotent per input.
+    ``fraud_requested``: the ``order_created`` message's writer (the cdc agent) has sent
+    the order to the fraud repartition itself."""
     if isinstance(record, StockReply):
         return _on_reply(doc, record, now)
     if isinstance(record, OrderRestored):
@@ -106,7 +117,7 @@ def advance(doc: dict[str, Any] | None, order_id: str, record: faust.Record, now
         decided = verdict
     new = _status(step, doc, order_id, record, now)
     if isinstance(record, OrderCreated):
-        if decided is None:  # (again on redelivery: the first send may be lost)
+        if decided is None and not fraud_requested:  # (again on redelivery: may be lost)
             step.sends.append(
                 Out(ORDERS_BY_CUSTOMER, record.customer_id, record, timestamp=record.created_at)
             )

@@ -6,12 +6,13 @@ Input (all keyed by order_id and co-partitioned with the table): ``order_created
 decoded, applied by :func:`agents.order_flow.advance` (the status machine with the
 payment, stock-saga and notification steps fused in; see that module for what each input
 emits), the document written once, then the outputs sent: ``orders_app-orders-by-customer``
-(fraud's repartition), ``payment_successful`` | ``payment_failed``, ``orders_app-stock-commands``
-(key sku), ``inventory_updated``, ``payment_refunded``, ``notification_sent`` and
-``orders_app-status-by-country`` (key country: each order's terminal change, the analytics
-input and the outcome log).  An order left waiting for another step is noted for the
-re-drive of stalled orders (:mod:`agents.order_redrive`).  The agent keeps the name
-``status``.
+(fraud's repartition, unless the ``order_created`` message says its writer sent it:
+header ``FRAUD_REQUESTED``), ``payment_successful`` | ``payment_failed``,
+``orders_app-stock-commands`` (key sku), ``inventory_updated``, ``payment_refunded``,
+``notification_sent`` and ``orders_app-status-by-country`` (key country: each order's
+terminal change, the analytics input and the outcome log).  An order left waiting for
+another step is noted for the re-drive of stalled orders (:mod:`agents.order_redrive`).
+The agent keeps the name ``status``.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from agents.order_redrive import emit, open_orders
 from orders_app import records
 from orders_app.app import app
 from orders_app.records import DecodeError
-from orders_app.streams import dead_letter, guarded, key_str
+from orders_app.streams import dead_letter, guarded, has_header, key_str
 from orders_app.topics import (
     FRAUD_ALERTS,
+    FRAUD_REQUESTED,
     ORDER_CREATED,
     ORDER_RESTORES,
     ORDER_VALIDATED,
@@ -75,7 +77,9 @@ async def track(stream: Any) -> None:
                 continue
             before = order_status.get(order_id)
             now = time.time()
-            step = advance(before, order_id, record, now)
+            step = advance(
+                before, order_id, record, now, fraud_requested=has_header(event, FRAUD_REQUESTED)
+            )
             if step.doc is not None and step.doc != before:
                 order_status[order_id] = step.doc
                 open_orders.moved(order_id, step.doc, now)

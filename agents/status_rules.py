@@ -3,7 +3,8 @@
 CREATED -> VALIDATED | REJECTED -> PAID | PAYMENT_FAILED -> FULFILLED | CANCELLED.
 Status only moves forward (events of one order arrive on several topics, so their
 relative order is not guaranteed); a terminal order never moves again, and a duplicate
-event changes nothing.  Each transition is appended to ``history`` with its time.
+event changes nothing.  Each transition is appended to ``history`` with its time; the
+history always starts with CREATED (recorded with the first event, whichever it is).
 A transition is published (``StatusChanged``) only once the order's details (from
 ``order_created``) are known, so downstream consumers always see country and total.
 """
@@ -120,6 +121,10 @@ def apply(
     current = doc["status"]
     moves = out.status is not None and current not in TERMINAL_STATUSES
     if moves and (current is None or RANK[out.status] > RANK[current]):  # type: ignore[index]
+        if current is None and out.status != OrderStatus.CREATED:
+            # A later step's event came first (the fraud check runs beside the order's
+            # first step): the order was created all the same, and its history says so.
+            doc["history"] = [{"status": OrderStatus.CREATED, "at": now}]
         doc["status"] = out.status
         doc["history"] = [*doc["history"], {"status": out.status, "at": now}]
     doc, changes = _publish(doc, now)

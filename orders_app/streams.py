@@ -38,6 +38,17 @@ def key_str(event: EventT[Any]) -> str | None:
     return str(key)
 
 
+def has_header(event: EventT[Any], name: str) -> bool:
+    """Whether the event's message carries header ``name`` (aiokafka gives a sequence of
+    ``(name, value)`` pairs; Faust's own events may hold a mapping)."""
+    headers = event.headers
+    if not headers:
+        return False
+    if isinstance(headers, dict):
+        return name in headers
+    return any(key == name for key, _value in headers)
+
+
 async def dead_letter(event: EventT[Any], error: str, agent: str) -> None:
     """Send the event's raw bytes to ``dead_letters`` with the reason."""
     msg = event.message

@@ -10,7 +10,7 @@ the topics (``partitions=None`` defers to ``app.conf.topic_partitions``).
 Internal topics (prefixed ``orders_app-``) are the repartition/command streams that Kafka
 Streams would create for ``groupBy``/``through``: by customer for fraud velocity, by sku
 for stock, by country for analytics (each order's terminal status change: also the
-outcome log).
+outcome log).  One message header: :data:`FRAUD_REQUESTED`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ SPECS: tuple[TopicSpec, ...] = (
     TopicSpec("notification_sent", "order_id", records.NotificationSent, "status (notification)"),
     TopicSpec("order_analytics", "country", records.CountryStats, "analytics"),
     TopicSpec("dead_letters", "original key", records.DeadLetter, "every agent"),
-    TopicSpec("orders_app-orders-by-customer", "customer_id", records.OrderCreated, "status", True),
+    TopicSpec(
+        "orders_app-orders-by-customer", "customer_id", records.OrderCreated, "cdc, status", True
+    ),
     TopicSpec("orders_app-stock-commands", "sku", records.StockCommand, "status, cdc", True),
     TopicSpec("orders_app-stock-replies", "order_id", records.StockReply, "inventory", True),
     TopicSpec("orders_app-status-by-country", "country", records.StatusChanged, "status", True),
@@ -108,6 +110,13 @@ ALL_TOPICS: tuple[faust.TopicT, ...] = (
 
 BY_NAME: dict[str, faust.TopicT] = {t.get_topic_name(): t for t in ALL_TOPICS}
 assert set(BY_NAME) == {s.name for s in SPECS}, "SPECS and ALL_TOPICS disagree"
+
+
+#: Header on an ``order_created`` message whose fraud check its writer has asked for
+#: itself (the cdc agent sends the order to ``orders_app-orders-by-customer`` beside it,
+#: so the check does not wait for the order agent's first step).  Without it (the load
+#: generator, any other producer) the order agent asks for the check.
+FRAUD_REQUESTED = "orders-app-fraud-requested"
 
 
 def key_bytes(key: str) -> bytes:

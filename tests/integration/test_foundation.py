@@ -14,8 +14,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from orders_app.records import OrderCreated, OrderLine, encode
+from orders_app.topics import FRAUD_REQUESTED
 from tests.conftest import ROOT, free_port
-from tests.support import ahttp, eventually
+from tests.support import ahttp, eventually, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -87,6 +88,44 @@ async def test_worker_consumes_order_created_and_web_view_shows_it(stack, worker
         "GET", f"{worker.url}/orders/does-not-exist?wait=terminal&timeout=0.5"
     )
     assert status == 504
+
+
+async def test_a_posted_orders_fraud_check_is_asked_for_once_by_the_cdc_agent(
+    stack, workers, cdc
+) -> None:
+    """Through HTTP, Postgres and CDC: the cdc agent sends the order to the fraud
+    repartition beside ``order_created`` (which carries the header saying so), the order
+    agent does not ask a second time, and the order's history reads as always."""
+    worker = workers.start()
+    await workers.wait_ready(worker)
+    body = {
+        "customer_id": "c-fraud-once",
+        "country": "DE",
+        "currency": "EUR",
+        "lines": [{"sku": "SKU-0001", "quantity": 1, "unit_price": "11.99"}],
+        "payment_method": "tok_visa",
+    }
+    status, created, _ = await ahttp("POST", f"{worker.url}/orders", body)
+    assert status == 201, created
+    oid = created["order_id"]
+    status, final, _ = await ahttp(
+        "GET", f"{worker.url}/orders/{oid}?wait=terminal&timeout=60", timeout=70
+    )
+    assert status == 200 and final["status"] == "FULFILLED", final
+    assert [h["status"] for h in final["history"]] == ["CREATED", "VALIDATED", "PAID", "FULFILLED"]
+
+    asked = [
+        m
+        for m in await read_topic(stack.bootstrap, "orders_app-orders-by-customer", idle=1.0)
+        if m.key == b"c-fraud-once"
+    ]
+    assert len(asked) == 1, asked
+    [placed] = [
+        m
+        for m in await read_topic(stack.bootstrap, "order_created", idle=1.0)
+        if m.key == oid.encode()
+    ]
+    assert (FRAUD_REQUESTED, b"1") in list(placed.headers)
 
 
 def _cli(

@@ -73,7 +73,7 @@ from orders_app.records import (
     StockReply,
 )
 from orders_app.settings import Settings
-from orders_app.topics import SPECS
+from orders_app.topics import FRAUD_REQUESTED, SPECS
 from tables import corrections, loads_value, stamp_of
 from tables.cdc_seen import cdc_seen
 from tables.country_stats import analytics_ledger, country_stats
@@ -107,6 +107,7 @@ class Sent:
     key: str
     value: bytes
     timestamp: float | None
+    headers: Any = None
 
     def record(self) -> Any:
         """The value decoded (strictly) as the record its topic carries (topics.SPECS)."""
@@ -125,8 +126,10 @@ class RecordingProducer:
     async def maybe_start(self) -> None:
         return None
 
-    def _keep(self, topic: str, key: bytes, value: bytes, timestamp: float | None) -> Any:
-        self.sent.append(Sent(topic, key.decode(), value, timestamp))
+    def _keep(
+        self, topic: str, key: bytes, value: bytes, timestamp: float | None, headers: Any = None
+    ) -> Any:
+        self.sent.append(Sent(topic, key.decode(), value, timestamp, headers))
         offset = self._offsets[topic]
         self._offsets[topic] += 1
         return RecordMetadata(topic, 0, TP(topic, 0), offset, timestamp or 0.0, 0)
@@ -143,7 +146,7 @@ class RecordingProducer:
     ) -> asyncio.Future[Any]:
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.partitions[topic].append(partition)
-        done.set_result(self._keep(topic, key, value, timestamp))
+        done.set_result(self._keep(topic, key, value, timestamp, headers))
         return done
 
     async def send_and_wait(
@@ -156,7 +159,7 @@ class RecordingProducer:
         headers: Any = None,
         **kwargs: Any,
     ) -> Any:
-        return self._keep(topic, key, value, timestamp)
+        return self._keep(topic, key, value, timestamp, headers)
 
     def send_soon(self, fut: faust.types.FutureMessage) -> None:
         self.changelog.append(fut)
@@ -224,6 +227,7 @@ class Driver:
         *,
         partition: int = 0,
         timestamp: float | None = None,
+        headers: Any = None,
     ) -> int:
         """Put one message on the agent's channel as a consumer would; -> its offset."""
         tp = TP(topic, partition)
@@ -235,7 +239,7 @@ class Driver:
             offset=offset,
             timestamp=time.time() if timestamp is None else timestamp,
             timestamp_type=0,
-            headers=None,
+            headers=headers,
             key=key,
             value=value,
             checksum=None,
@@ -269,9 +273,12 @@ class Driver:
         *,
         partition: int = 0,
         timestamp: float | None = None,
+        headers: Any = None,
     ) -> int:
         """Deliver one message and wait until the agent is done with it."""
-        offset = await self.deliver(topic, key, value, partition=partition, timestamp=timestamp)
+        offset = await self.deliver(
+            topic, key, value, partition=partition, timestamp=timestamp, headers=headers
+        )
         await self.settle(self.pipeline.done.count + 1)
         return offset
 
@@ -406,6 +413,24 @@ async def test_order_created_goes_to_fraud_by_customer_and_is_recorded(
     assert change.message.channel.get_topic_name() == "orders_app-order_status-changelog"
     assert change.message.key == b"ord-1"
     assert change.message.partition == 0
+
+
+async def test_order_created_whose_fraud_check_the_cdc_agent_asked_for_is_only_recorded(
+    pipeline: Pipeline,
+) -> None:
+    """The cdc agent sends a new order to the fraud repartition itself and says so in a
+    header: the order agent records the order and does not ask a second time (also on a
+    redelivery); the fraud decision then moves it as usual."""
+    o = order()
+    asked = [(FRAUD_REQUESTED, b"1")]
+    async with pipeline.run(track) as agent:
+        await agent.process(ORDER_CREATED, b"ord-1", enc(o), headers=asked)
+        await agent.process(ORDER_CREATED, b"ord-1", enc(o), headers=asked)
+        assert pipeline.topics() == []
+        assert data(order_status)["ord-1"]["status"] == "CREATED"
+        await agent.process(ORDER_VALIDATED, b"ord-1", enc(validated(o)))
+    assert data(order_status)["ord-1"]["status"] == "PAID"
+    assert BY_CUSTOMER not in pipeline.topics()
 
 
 async def test_validated_order_is_charged_once_and_reserves_each_sku(pipeline: Pipeline) -> None:
@@ -977,8 +1002,10 @@ async def test_cdc_turns_an_insert_into_order_created(pipeline: Pipeline, shape:
         # a redelivery of the same change is emitted again (downstream is idempotent)
         await agent.process("orders_db.public.orders", key, value)
 
-    assert pipeline.topics() == [ORDER_CREATED, ORDER_CREATED]
-    out = pipeline.sent()[0]
+    # The fraud check is asked for here, beside order_created (which says so in a header).
+    assert pipeline.topics() == [BY_CUSTOMER, ORDER_CREATED, BY_CUSTOMER, ORDER_CREATED]
+    out = pipeline.sent(ORDER_CREATED)[0]
+    assert out.headers == [(FRAUD_REQUESTED, b"1")]
     created = out.record()
     assert isinstance(created, OrderCreated)
     assert (out.key, created.order_id, created.customer_id, created.total) == (
@@ -991,6 +1018,9 @@ async def test_cdc_turns_an_insert_into_order_created(pipeline: Pipeline, shape:
         ("SKU-0001", 2, Decimal("19.99"))
     ]
     assert out.timestamp == created.created_at
+    by_customer = pipeline.sent(BY_CUSTOMER)[0]
+    assert (by_customer.key, by_customer.timestamp) == ("c-42", created.created_at)
+    assert by_customer.record() == created
     assert data(cdc_seen) == {"dbz-ord-1": lsn}
 
 
@@ -1002,7 +1032,7 @@ async def test_cdc_skips_the_same_order_from_another_change(pipeline: Pipeline) 
         await agent.process("orders_db.public.orders", key, value)
         await agent.process("orders_db.public.orders", key, json.dumps(other).encode())
 
-    assert pipeline.topics() == [ORDER_CREATED]
+    assert pipeline.topics() == [BY_CUSTOMER, ORDER_CREATED]
 
 
 async def test_cdc_dead_letters_a_malformed_envelope_and_skips_tombstones(
@@ -1055,7 +1085,10 @@ async def test_cdc_snapshot_of_an_unrecorded_order_runs_it(
     async with pipeline.run(orders_changes) as agent:
         await agent.process("orders_db.public.orders", key, value)
 
-    assert [(s.topic, s.key) for s in pipeline.sent()] == [(ORDER_CREATED, "dbz-ord-1")]
+    assert [(s.topic, s.key) for s in pipeline.sent()] == [
+        (BY_CUSTOMER, "c-42"),
+        (ORDER_CREATED, "dbz-ord-1"),
+    ]
 
 
 async def test_cdc_product_change_becomes_a_restock_command(pipeline: Pipeline) -> None:

@@ -347,3 +347,20 @@ def test_in_partition_of_makes_the_event_current_for_the_block_only() -> None:
     with pytest.raises(KeyError), in_partition_of(outer):  # type: ignore[arg-type]
         raise KeyError("a table read failed")
     assert _current() is None
+
+
+def test_has_header_reads_aiokafkas_pairs_and_a_mapping() -> None:
+    """``streams.has_header`` (the order agent asks whether the cdc agent has sent an
+    order to the fraud check): aiokafka hands headers over as (name, value) pairs."""
+
+    class Event:
+        def __init__(self, headers: Any) -> None:
+            self.headers = headers
+
+    name = "orders-app-fraud-requested"
+    assert streams.has_header(Event([(name, b"1")]), name)
+    assert streams.has_header(Event((("other", b""), (name, b"1"))), name)
+    assert streams.has_header(Event({name: b"1"}), name)
+    assert not streams.has_header(Event([("other", b"1")]), name)
+    assert not streams.has_header(Event(None), name)
+    assert not streams.has_header(Event([]), name)

@@ -239,9 +239,11 @@ def test_payment_succeeded_before_validated_never_moves_back(mk) -> None:
 def test_payment_succeeded_first_carries_details_and_publishes(mk) -> None:
     order = mk.order(OID, total="42.00", lines=[mk.line("X", 1, "42.00")])
     doc, changes = apply(None, OID, mk.paid(order), 10.0)
-    assert statuses(changes) == ["PAID"]
-    assert changes[0].previous is None
-    assert changes[0].total == Decimal("42.00")
+    # The order was created all the same: its history (and what is published) says so.
+    assert statuses(changes) == ["CREATED", "PAID"]
+    assert changes[0].previous is None and changes[1].previous == "CREATED"
+    assert changes[1].total == Decimal("42.00")
+    assert doc["history"] == [{"status": "CREATED", "at": 10.0}, {"status": "PAID", "at": 10.0}]
     # the late order_created neither moves status back nor republishes
     doc, changes = apply(doc, OID, order, 11.0)
     assert changes == []
@@ -263,7 +265,7 @@ def test_terminal_before_order_created_is_published_once_details_arrive(
     assert changes == [], "nothing is published before country and total are known"
     assert doc["status"] == status
     assert doc["has_details"] is False
-    assert doc["history"] == [{"status": status, "at": 10.0}]
+    assert doc["history"] == [{"status": "CREATED", "at": 10.0}, {"status": status, "at": 10.0}]
 
     # a duplicate of the cause before details also publishes nothing
     doc, changes = apply(doc, OID, cause, 11.0)
@@ -271,12 +273,12 @@ def test_terminal_before_order_created_is_published_once_details_arrive(
 
     doc, changes = apply(doc, OID, mk.order(OID), 20.0)
     assert doc["status"] == status, "order_created must not move a terminal order back"
-    assert statuses(changes) == [status]
-    assert changes[0].terminal is True
-    assert changes[0].previous is None
-    assert changes[0].at == 10.0
-    assert changes[0].country == "DE"
-    assert [h["status"] for h in doc["history"]] == [status]
+    assert statuses(changes) == ["CREATED", status]
+    assert changes[1].terminal is True
+    assert changes[1].previous == "CREATED"
+    assert changes[1].at == 10.0
+    assert changes[1].country == "DE"
+    assert [h["status"] for h in doc["history"]] == ["CREATED", status]
 
     # later events publish nothing more (no duplicate of the terminal status)
     doc, changes = apply(doc, OID, mk.validated(mk.order(OID)), 30.0)
@@ -291,8 +293,8 @@ def test_statuses_reached_before_details_are_all_published_in_order(mk) -> None:
     doc, _ = apply(None, OID, mk.inventory(OID, status="out_of_stock", missing=["A"]), 1.0)
     doc, _ = apply(doc, OID, mk.refunded(OID), 2.0)
     doc, changes = apply(doc, OID, order, 3.0)
-    assert statuses(changes) == ["CANCELLED"]
-    assert changes[0].reasons == ["out_of_stock:A", "refunded:out_of_stock"]
+    assert statuses(changes) == ["CREATED", "CANCELLED"]
+    assert changes[1].reasons == ["out_of_stock:A", "refunded:out_of_stock"]
 
 
 def test_terminal_never_changes(mk) -> None:
@@ -330,6 +332,9 @@ def test_each_status_published_at_most_once_over_any_event_order(mk) -> None:
         assert ranks == sorted(ranks), f"published statuses went backward for {perm}"
         hist = [h["status"] for h in doc["history"]]
         assert [RANK[s] for s in hist] == sorted(RANK[s] for s in hist)
+        # whichever event came first, the order's history starts with CREATED, once
+        assert hist[0] == "CREATED" and hist.count("CREATED") == 1, perm
+        assert published[0] == "CREATED", perm
 
 
 def test_apply_does_not_mutate_its_input(mk) -> None:
