@@ -69,12 +69,12 @@ def get_raw(table: Any, partition: int, key: bytes) -> bytes | None:
     return None if db is None else db.get(key)
 
 
-def _supersede_cached(table: Any, partition: int, key: bytes) -> None:
+def _supersede_cached(table: Any, partition: int, key: bytes, value: bytes | None) -> None:
     """The row's record the changelog cache keeps (an agent's write not sent yet) is older
-    than the one sent now: drop it, so it cannot follow and undo this one."""
+    than ``value``, sent now: drop it, so it cannot follow and undo this one."""
     cache = _table(table).app.changelog_cache_in_use
     if cache is not None:
-        cache.forget(_table(table), partition, key)
+        cache.forget(_table(table), partition, key, value)
 
 
 def put_raw(table: Any, partition: int, key: bytes, value: bytes) -> Any:
@@ -84,7 +84,7 @@ def put_raw(table: Any, partition: int, key: bytes, value: bytes) -> Any:
     if db is None:
         return None
     db.put(key, value)
-    _supersede_cached(table, partition, key)
+    _supersede_cached(table, partition, key, value)
     return _table(table).send_changelog(
         partition, key, value, key_serializer="raw", value_serializer="raw"
     )
@@ -98,7 +98,7 @@ def delete_raw(table: Any, partition: int, key: bytes) -> Any:
         return None
     db.delete(key)
     store._key_index.pop(key, None)
-    _supersede_cached(table, partition, key)
+    _supersede_cached(table, partition, key, None)
     return _table(table).send_changelog(
         partition, key, None, key_serializer="raw", value_serializer="raw"
     )

@@ -85,8 +85,8 @@ async def test_forget_drops_the_kept_record_of_a_row_sent_by_other_means() -> No
     table, c = Table(log), cache()
     c.write(table, 0, b"a", {"v": 1}, None)
     c.write(table, 0, b"b", {"v": 1}, None)
-    c.forget(table, 0, b"a")
-    c.forget(table, 0, b"zzz")  # nothing kept: nothing happens
+    c.forget(table, 0, b"a", b"newer")
+    c.forget(table, 0, b"zzz", None)  # nothing kept: nothing happens
     await c.flush()
     assert log == [(0, b"b", {"v": 1}, "stamped_json")]
 
@@ -136,7 +136,7 @@ async def test_a_row_forgotten_during_a_flush_is_not_sent_by_it() -> None:
     c.write(table, 0, b"b", {"v": 1}, None)
     flushing = asyncio.ensure_future(c.flush())
     await asyncio.sleep(0.01)  # "a" is being handed over, "b" is taken and waits
-    c.forget(table, 0, b"b")
+    c.forget(table, 0, b"b", b"newer")
     gate.set()
     assert await flushing == 1
     assert log == [(0, b"a", {"v": 1}, "stamped_json")]
@@ -289,3 +289,251 @@ def test_stamped_table_mirrors_fausts_on_key_set_and_on_key_del() -> None:
     assert "self._maybe_del_key_ttl(key, partition)" in on_del
     assert "self._sensor_on_del(self, key)" in on_del
     assert on_set.count("\n") <= 10 and on_del.count("\n") <= 10  # nothing else in them
+
+
+# -- whole batches to aiokafka's producer ------------------------------------------------
+
+
+class Builder:
+    """aiokafka's ``BatchBuilder`` as the cache uses it, full after ``room`` records."""
+
+    def __init__(self, room: int) -> None:
+        self.room, self.records = room, []  # type: ignore[var-annotated]
+
+    def append(self, *, timestamp: Any, key: bytes, value: Any, headers: Any) -> Any:
+        if len(self.records) >= self.room:
+            return None
+        self.records.append((key, value, headers))
+        return object()
+
+
+class Metadata:
+    def __init__(self, partition: int, offset: int) -> None:
+        self.topic_partition, self.offset = ("changelog", partition), offset
+
+    def _replace(self, *, offset: int) -> Metadata:
+        return Metadata(self.topic_partition[1], offset)
+
+
+class BatchProducer:
+    """The aiokafka producer under Faust's: batches queued per partition (gated, and
+    failing on demand); ``ack`` answers them with consecutive base offsets."""
+
+    def __init__(self, room: int = 100, gate: asyncio.Event | None = None) -> None:
+        self.room, self.gate = room, gate
+        self.queued: list[tuple[str, int, Builder, asyncio.Future[Any]]] = []
+        self.fail = False
+        self.end: dict[int, int] = {}
+
+    def create_batch(self) -> Builder:
+        return Builder(self.room)
+
+    async def send_batch(self, builder: Builder, topic: str, *, partition: int) -> Any:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise RuntimeError("producer closed")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.queued.append((topic, partition, builder, fut))
+        return fut
+
+    def ack(self) -> None:
+        for _topic, partition, builder, fut in self.queued:
+            if not fut.done():
+                base = self.end.get(partition, 0)
+                self.end[partition] = base + len(builder.records)
+                fut.set_result(Metadata(partition, base))
+
+    def records(self) -> list[tuple[int, bytes, Any]]:
+        return [(p, k, v) for _t, p, b, _f in self.queued for k, v, _h in b.records]
+
+
+class Sensors:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def on_send_initiated(self, producer: Any, topic: str, message: Any, ks: int, vs: int) -> Any:
+        self.calls.append(("initiated", topic))
+        return len(self.calls)
+
+    def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
+        self.calls.append(("completed", metadata.offset))
+
+    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+        self.calls.append(("error", repr(exc)))
+
+
+class BatchTable:
+    """A Faust table as the batch path uses it: the changelog topic's name and value
+    serialization, the app's sensors, the persisted-offset callback."""
+
+    value_serializer = "json"
+    changelog_topic_name = "changelog"
+
+    def __init__(self) -> None:
+        self.persisted: list[tuple[Any, int]] = []
+        self.app = type("App", (), {"sensors": Sensors()})()
+        table = self
+
+        class ChangelogTopic:
+            def get_topic_name(self) -> str:
+                return table.changelog_topic_name
+
+            def prepare_headers(self, headers: Any) -> Any:
+                return headers
+
+            def prepare_value(self, value: Any, serializer: Any, schema: Any, headers: Any) -> Any:
+                if value == "unserializable":
+                    raise TypeError("cannot serialize")
+                if isinstance(value, bytes):
+                    return value, headers
+                assert serializer == "json"
+                return repr(value).encode(), headers
+
+        self.changelog_topic = ChangelogTopic()
+
+    def _on_changelog_sent(self, fut: Any) -> None:
+        res = fut.result()
+        self.persisted.append((res.topic_partition, res.offset))
+
+
+def attached(producer: BatchProducer) -> ChangelogCache:
+    c = cache()
+
+    class Faust:
+        _producer = producer
+
+        async def flush(self) -> None:
+            pass
+
+    c.attach(Faust())
+    return c
+
+
+async def test_batches_per_changelog_partition_in_the_order_of_last_writes() -> None:
+    table, producer = BatchTable(), BatchProducer()
+    c = attached(producer)
+    c.write(table, 0, b"a", {"v": 1}, None)
+    c.write(table, 1, b"b", {"v": 1}, None)
+    c.write(table, 0, b"c", None, "raw")  # a tombstone
+    c.write(table, 0, b"a", {"v": 2}, None)
+    c.write(table, 1, b"d", b"raw", "raw")
+    assert await c.flush() == 4 and c.sent == 4 and c.pending == 0
+    # One batch per partition (partitions in the order their first kept row was written).
+    assert [(t, p, len(b.records)) for t, p, b, _ in producer.queued] == [
+        ("changelog", 1, 2),
+        ("changelog", 0, 2),
+    ]
+    assert producer.records() == [
+        (1, b"b", b"{'v': 1}"),
+        (1, b"d", b"raw"),
+        (0, b"c", None),
+        (0, b"a", b"{'v': 2}"),
+    ]
+    assert not table.persisted  # not acknowledged yet
+    producer.ack()
+    await asyncio.sleep(0)
+    # Faust's callback once per batch, with the batch's last record's offset.
+    assert table.persisted == [(("changelog", 1), 1), (("changelog", 0), 1)]
+    sensors = table.app.sensors.calls
+    assert sensors.count(("initiated", "changelog")) == 4
+    assert sorted(c for c in sensors if c[0] == "completed") == [("completed", 1)] * 4
+    assert await c.flush() == 0  # nothing twice
+
+
+async def test_a_full_batch_goes_on_in_the_next_one_in_order() -> None:
+    table, producer = BatchTable(), BatchProducer(room=2)
+    c = attached(producer)
+    for key in (b"a", b"b", b"c", b"d", b"e"):
+        c.write(table, 0, key, key, "raw")
+    assert await c.flush() == 5
+    assert [len(b.records) for _t, _p, b, _f in producer.queued] == [2, 2, 1]
+    assert [k for _p, k, _v in producer.records()] == [b"a", b"b", b"c", b"d", b"e"]
+    producer.ack()
+    await asyncio.sleep(0)
+    assert table.persisted == [(("changelog", 0), 1), (("changelog", 0), 3), (("changelog", 0), 4)]
+
+
+async def test_a_row_superseded_while_its_batch_is_queued_is_sent_again_after_it() -> None:
+    """The retention sweeper sends a row's newer record while the batch holding the
+    older one waits to be queued: the older cannot be taken back, so the newer one
+    follows it; rows not in a batch yet are dropped as before."""
+    gate = asyncio.Event()
+    table, producer = BatchTable(), BatchProducer(room=1, gate=gate)
+    c = attached(producer)
+    c.write(table, 0, b"a", b"old-a", "raw")
+    c.write(table, 0, b"b", b"old-b", "raw")
+    flushing = asyncio.ensure_future(c.flush())
+    await asyncio.sleep(0.01)  # "a" is in a batch waiting to be queued, "b" is taken
+    c.forget(table, 0, b"a", b"new-a")
+    c.forget(table, 0, b"b", b"new-b")
+    gate.set()
+    assert await flushing == 2
+    assert producer.records() == [(0, b"a", b"old-a"), (0, b"a", b"new-a")]
+    # no empty batch for "b", forgotten before its batch was built
+    assert [len(b.records) for _t, _p, b, _f in producer.queued] == [1, 1]
+
+
+async def test_a_batch_not_queued_is_kept_for_the_next_flush() -> None:
+    table, producer = BatchTable(), BatchProducer(room=2)
+    c = attached(producer)
+    for key in (b"a", b"b", b"c"):
+        c.write(table, 0, key, b"v1", "raw")
+    producer.fail = True
+    with pytest.raises(RuntimeError):
+        await c.flush()
+    assert c.pending == 3 and c.sent == 0 and not producer.queued
+    c.write(table, 0, b"b", b"v2", "raw")  # written after the failure: the newer
+    producer.fail = False
+    assert await c.flush() == 3
+    assert producer.records() == [(0, b"a", b"v1"), (0, b"c", b"v1"), (0, b"b", b"v2")]
+
+
+async def test_a_record_that_cannot_be_serialized_keeps_the_whole_batch() -> None:
+    table, producer = BatchTable(), BatchProducer()
+    c = attached(producer)
+    c.write(table, 0, b"a", b"v", "raw")
+    c.write(table, 0, b"b", "unserializable", "json")
+    with pytest.raises(TypeError):
+        await c.flush()
+    assert c.pending == 2 and not producer.queued and c.sent == 0
+    c.write(table, 0, b"b", b"fixed", "raw")
+    assert await c.flush() == 2
+    assert producer.records() == [(0, b"a", b"v"), (0, b"b", b"fixed")]
+
+
+async def test_a_batch_the_broker_refuses_is_logged_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    table, producer = BatchTable(), BatchProducer()
+    c = attached(producer)
+    c.write(table, 0, b"a", b"v", "raw")
+    await c.flush()
+    producer.queued[0][3].set_exception(RuntimeError("not leader"))
+    await asyncio.sleep(0)
+    assert "changelog batch for changelog not sent" in caplog.text
+    assert ("error", "RuntimeError('not leader')") in table.app.sensors.calls
+    assert not table.persisted
+
+
+async def test_aiokafkas_batch_builder_takes_a_first_record_of_any_size_and_refuses_when_full() -> (
+    None
+):
+    """What the batch path relies on in aiokafka 0.14: ``create_batch`` builds an empty
+    ``BatchBuilder`` without a started producer; ``append`` answers None once the batch
+    is full (never for its first record); ``send_batch`` queues a batch on a partition."""
+    import inspect
+
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", max_batch_size=200)
+    builder = producer.create_batch()
+    assert builder.append(timestamp=None, key=b"k", value=b"x" * 1000, headers=[]) is not None
+    assert builder.append(timestamp=None, key=b"k", value=b"y", headers=[]) is None
+    small = producer.create_batch()
+    assert small.append(timestamp=None, key=b"k", value=None, headers=[]) is not None
+    assert list(inspect.signature(producer.send_batch).parameters) == [
+        "batch",
+        "topic",
+        "partition",
+    ]
