@@ -537,3 +537,11 @@ async def test_aiokafkas_batch_builder_takes_a_first_record_of_any_size_and_refu
         "topic",
         "partition",
     ]
+    # The batch's future holds the RecordMetadata of its first record (its base offset);
+    # a record's offset is the base plus its place in the batch, as for send()'s futures.
+    from aiokafka.producer.message_accumulator import MessageBatch
+    from aiokafka.structs import RecordMetadata
+
+    done = inspect.getsource(MessageBatch.done)
+    assert "self.future.set_result(" in done and "offset = base_offset + metadata.offset" in done
+    assert {"topic_partition", "offset"} <= set(RecordMetadata._fields)
