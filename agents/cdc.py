@@ -106,9 +106,16 @@ async def orders_changes(stream: Any) -> None:
             if change.op == "r":
                 # A snapshot: the order may have run before (a restart on a fresh broker,
                 # a new connector snapshot).  What Postgres records of it is restored,
-                # not run again (issue 16); an order still at CREATED runs from the start.
+                # not run again (issue 16); an order still at CREATED runs from the start,
+                # as does one recorded with a fraud decision but not yet its details (the
+                # decision came first and nothing of it was published: restored as is it
+                # would never be).
                 document = await recorded(order.order_id)
-                if document is not None and document.get("fraud") is not None:
+                if (
+                    document is not None
+                    and document.get("fraud") is not None
+                    and document.get("has_details", True)
+                ):
                     cdc_seen[order.order_id] = lsn
                     restored = OrderRestored(
                         order_id=order.order_id, document=document, at=time.time()

@@ -116,8 +116,9 @@ class ChangelogCache(Service):
             self._superseded[row] = (newer, "raw")
 
     async def flush(self) -> int:
-        """Hand every kept record to the producer (not waiting for the broker: the
-        producer's own flush does); -> how many."""
+        """Hand every kept record to the producer (not waiting for acknowledgements:
+        the producer's own flush does; a partition's next batch is queued once its
+        previous one is on its way); -> how many."""
         async with self._flushing:
             before = self.sent
             while self._pending:
@@ -205,7 +206,9 @@ class ChangelogCache(Service):
                 if not batch:
                     return  # the rest was forgotten meanwhile
                 queued = await producer.send_batch(builder, name, partition=partition)
-            except BaseException:
+            except BaseException as exc:
+                for state in states:
+                    sensors.on_send_error(faust_producer, exc, state)
                 unsent = [(r, rec) for r, rec in batch if self._settle(r) is None]
                 self._keep_unsent([*unsent, *self._taken.items()])
                 self._taken = {}

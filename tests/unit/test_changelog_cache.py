@@ -483,6 +483,7 @@ async def test_a_batch_not_queued_is_kept_for_the_next_flush() -> None:
     with pytest.raises(RuntimeError):
         await c.flush()
     assert c.pending == 3 and c.sent == 0 and not producer.queued
+    assert table.app.sensors.calls.count(("error", "RuntimeError('producer closed')")) == 2
     c.write(table, 0, b"b", b"v2", "raw")  # written after the failure: the newer
     producer.fail = False
     assert await c.flush() == 3
