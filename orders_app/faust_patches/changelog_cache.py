@@ -81,7 +81,7 @@ class ChangelogCache(Service):
         self.attached = False
         self._pending: dict[Row, tuple[Any, str | None]] = {}
         self._taken: dict[Row, tuple[Any, str | None]] = {}  # by the flush in progress
-        self._in_flight: dict[Row, tuple[Any, str | None]] = {}  # in a batch not queued yet
+        self._in_flight: set[Row] = set()  # in a batch not queued yet
         self._superseded: dict[Row, tuple[Any, str | None]] = {}  # newer, for in-flight rows
         self._producer: Any = None  # Faust's, once attached
         self._flushing = asyncio.Lock()
@@ -195,7 +195,7 @@ class ChangelogCache(Service):
                     if builder.append(timestamp=None, key=key, value=data, headers=headers) is None:
                         break  # full (a first record always fits): the next batch takes it
                     del self._taken[row]
-                    self._in_flight[row] = record
+                    self._in_flight.add(row)
                     batch.append((row, record))
                     states.append(
                         sensors.on_send_initiated(
@@ -225,7 +225,7 @@ class ChangelogCache(Service):
     def _settle(self, row: Row) -> tuple[Any, str | None] | None:
         """The row's batch is queued (or failed): out of flight; -> the newer record
         ``forget`` noted for it meanwhile, if any."""
-        self._in_flight.pop(row, None)
+        self._in_flight.discard(row)
         return self._superseded.pop(row, None)
 
     def _keep_unsent(self, items: list[tuple[Row, tuple[Any, str | None]]]) -> None:
